@@ -1,0 +1,2 @@
+"""dhlp: backtests of dynamically hedged options liquidity pools."""
+__version__ = "0.1.0"
