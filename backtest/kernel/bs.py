@@ -1,0 +1,141 @@
+"""Black–Scholes price and greeks for the event loop: European, no carry, one contract per unit.
+
+`kind` is +1.0 (call) or -1.0 (put) so calls and puts share one formula. Inputs are assumed valid
+(spot > 0, strike > 0, tau >= 0, vol >= 0); the public wrappers in `backtest.pricing` check them.
+Greeks: delta, gamma, vega (per 1.00 of vol), theta (per year, = -dV/dtau), vanna, volga.
+"""
+
+import math
+
+from numba import njit
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# Below this total standard deviation vol*sqrt(tau) the formula divides by ~0; the option is then
+# worth its discounted intrinsic value to within about 0.4 * spot * 1e-12.
+_MIN_STDDEV = 1e-12
+# pdf(d) is exactly 0.0 and cdf(d) exactly 0 or 1 in float64 far before |d| = 1e6; clamping keeps
+# an infinite d (vol * sqrt(tau) overflowing) from turning 0 * inf into NaN in the greeks.
+_MAX_D = 1e6
+
+
+@njit(cache=True)
+def norm_cdf(x):
+    """Standard normal CDF via erfc, which keeps full relative accuracy in the lower tail."""
+    return 0.5 * math.erfc(-x / _SQRT2)
+
+
+@njit(cache=True)
+def norm_pdf(x):
+    return _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+
+
+@njit(cache=True)
+def _intrinsic(kind, spot, strike):
+    """Value and delta with no variance left: a step in spot, delta 0.5*kind exactly on the kink."""
+    gap = kind * (spot - strike)
+    if gap > 0.0:
+        return gap, kind
+    if gap < 0.0:
+        return 0.0, 0.0
+    return 0.0, 0.5 * kind
+
+
+@njit(cache=True)
+def _flat(kind, spot, strike, tau, vol, rate):
+    """(is_flat, price, delta, theta) for the cases the closed form cannot divide through.
+
+    Expired (tau <= 0): intrinsic, theta 0. No variance (vol*sqrt(tau) tiny): intrinsic against
+    the discounted strike K e^{-r tau}, whose time decay is -r K e^{-r tau} * delta.
+    """
+    if tau <= 0.0:
+        price, delta = _intrinsic(kind, spot, strike)
+        return True, price, delta, 0.0
+    if vol * math.sqrt(tau) >= _MIN_STDDEV:
+        return False, 0.0, 0.0, 0.0
+    disc_strike = strike * math.exp(-rate * tau)
+    price, delta = _intrinsic(kind, spot, disc_strike)
+    return True, price, delta, -rate * disc_strike * delta
+
+
+@njit(cache=True)
+def _d1_d2(spot, strike, tau, vol, rate):
+    """d1, d2 without forming vol**2 or spot/strike, so neither can overflow."""
+    stddev = vol * math.sqrt(tau)
+    m = (math.log(spot) - math.log(strike) + rate * tau) / stddev
+    d1 = min(max(m + 0.5 * stddev, -_MAX_D), _MAX_D)
+    d2 = min(max(m - 0.5 * stddev, -_MAX_D), _MAX_D)
+    return d1, d2
+
+
+@njit(cache=True)
+def _value(kind, spot, disc_strike, d1, d2):
+    """Price plus N(kind*d1), N(kind*d2), which the greeks reuse.
+
+    The floor at 0 removes rounding residue (~1e-16 * spot) when the two terms nearly cancel.
+    """
+    n1 = norm_cdf(kind * d1)
+    n2 = norm_cdf(kind * d2)
+    return max(kind * (spot * n1 - disc_strike * n2), 0.0), n1, n2
+
+
+@njit(cache=True)
+def bs_price(kind, spot, strike, tau, vol, rate):
+    flat, price, _, _ = _flat(kind, spot, strike, tau, vol, rate)
+    if flat:
+        return price
+    d1, d2 = _d1_d2(spot, strike, tau, vol, rate)
+    return _value(kind, spot, strike * math.exp(-rate * tau), d1, d2)[0]
+
+
+@njit(cache=True)
+def bs_delta(kind, spot, strike, tau, vol, rate):
+    """Delta alone: one log and one erfc, for hedge decisions taken every tick."""
+    flat, _, delta, _ = _flat(kind, spot, strike, tau, vol, rate)
+    if flat:
+        return delta
+    d1, _ = _d1_d2(spot, strike, tau, vol, rate)
+    return kind * norm_cdf(kind * d1)
+
+
+@njit(cache=True)
+def bs_greeks(kind, spot, strike, tau, vol, rate):
+    """(price, delta, gamma, vega, theta, vanna, volga) from one d1/d2 evaluation."""
+    flat, price, delta, theta = _flat(kind, spot, strike, tau, vol, rate)
+    if flat:
+        return price, delta, 0.0, 0.0, theta, 0.0, 0.0
+    d1, d2 = _d1_d2(spot, strike, tau, vol, rate)
+    sqrt_tau = math.sqrt(tau)
+    disc_strike = strike * math.exp(-rate * tau)
+    price, n1, n2 = _value(kind, spot, disc_strike, d1, d2)
+    pdf = norm_pdf(d1)
+    # Products are ordered so a zero pdf zeroes them before a huge factor can reach inf.
+    gamma = pdf / (spot * vol * sqrt_tau)
+    vega = spot * pdf * sqrt_tau
+    theta = -spot * pdf * vol / (2.0 * sqrt_tau) - kind * rate * disc_strike * n2
+    vanna = -pdf * d2 / vol
+    volga = vega * d1 * d2 / vol
+    return price, kind * n1, gamma, vega, theta, vanna, volga
+
+
+@njit(cache=True)
+def price_many(kind, spot, strike, tau, vol, rate, out):
+    """Prices of equal-length 1-D float64 arrays into `out`."""
+    for i in range(out.shape[0]):
+        out[i] = bs_price(kind[i], spot[i], strike[i], tau[i], vol[i], rate[i])
+
+
+@njit(cache=True)
+def greeks_many(kind, spot, strike, tau, vol, rate, out):
+    """Greeks of equal-length 1-D float64 arrays into rows of `out` (6, n):
+    delta, gamma, vega, theta, vanna, volga."""
+    for i in range(out.shape[1]):
+        _, delta, gamma, vega, theta, vanna, volga = bs_greeks(
+            kind[i], spot[i], strike[i], tau[i], vol[i], rate[i]
+        )
+        out[0, i] = delta
+        out[1, i] = gamma
+        out[2, i] = vega
+        out[3, i] = theta
+        out[4, i] = vanna
+        out[5, i] = volga
