@@ -1,0 +1,125 @@
+"""Option order flow: validated from Parquet, or generated, then aligned to market ticks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from backtest.errors import InputError
+from backtest.inputs.checks import (
+    as_float,
+    as_int,
+    as_utc_ns,
+    first_bad,
+    parquet_files,
+    read_parquet,
+    require_columns,
+)
+from backtest.inputs.market import Market
+
+FLOW_COLUMNS = ("ts", "expiry", "strike", "kind", "side", "size")
+ALL_PATHS = -1
+
+
+def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
+    """The canonical flow frame: ts/expiry as UTC ns, kind +1/-1, path_id (-1 = every path)."""
+    require_columns(df, source, FLOW_COLUMNS)
+    ts = as_utc_ns(df, source, "ts")
+    expiry = as_utc_ns(df, source, "expiry")
+    row = first_bad(pl.DataFrame({"ts": ts, "expiry": expiry}), pl.col("expiry") <= pl.col("ts"))
+    if row is not None:
+        raise InputError.at(source, "expiry", row, "expiry is not after the trade time")
+    kind = df["kind"]
+    if kind.dtype != pl.String:
+        raise InputError.at(source, "kind", None, f'must be "C" or "P" strings, found {kind.dtype}')
+    row = first_bad(df, ~pl.col("kind").is_in(["C", "P"]))
+    if row is not None:
+        raise InputError.at(source, "kind", row, f'must be "C" or "P", found {kind[row]!r}')
+    side = as_int(df, source, "side")
+    row = first_bad(side.to_frame("side"), ~pl.col("side").is_in([1, -1]))
+    if row is not None:
+        raise InputError.at(source, "side", row, f"must be +1 or -1, found {side[row]}")
+    if "path_id" in df.columns:
+        path_id = df["path_id"].fill_null(ALL_PATHS)
+        path_id = as_int(path_id.to_frame("path_id"), source, "path_id")
+    else:
+        path_id = pl.Series([ALL_PATHS] * df.height, dtype=pl.Int64)
+    informed = df["informed"].cast(pl.Boolean) if "informed" in df.columns else None
+    out = pl.DataFrame(
+        {
+            "ts": ts,
+            "expiry": expiry,
+            "strike": as_float(df, source, "strike", positive=True),
+            "kind": pl.Series(np.where(kind.to_numpy() == "C", 1, -1), dtype=pl.Int8),
+            "side": side.cast(pl.Int8),
+            "size": as_float(df, source, "size", positive=True),
+            "path_id": path_id,
+            "informed": informed if informed is not None else pl.Series([False] * df.height),
+        }
+    )
+    return out.sort("ts", maintain_order=True)
+
+
+def load_flow(path: str | Path) -> pl.DataFrame:
+    path = Path(path)
+    frames = [validate_flow(read_parquet(f), f) for f in parquet_files(path)]
+    return pl.concat(frames).sort("ts", maintain_order=True)
+
+
+@dataclass(frozen=True)
+class AlignedFlow:
+    """Flow rows of every path in time order, each with the tick that prices it.
+
+    Path k's rows are offsets[k]:offsets[k+1]; `tick` is the path-local index of the latest market
+    tick at or before the row, so the row trades at that tick's prices and never later ones.
+    """
+
+    source_row: np.ndarray  # int64: row in the flow frame
+    tick: np.ndarray  # int64
+    series: np.ndarray  # int64: index into the series arrays
+    side: np.ndarray  # float64 +1/-1
+    size: np.ndarray
+    offsets: np.ndarray
+    series_expiry: np.ndarray  # int64 ns
+    series_strike: np.ndarray
+    series_kind: np.ndarray  # float64 +1/-1
+
+
+def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None) -> AlignedFlow:
+    """Assign each row to its path and pricing tick; rows outside the window are dropped."""
+    keys = (
+        flow.select("expiry", "strike", "kind")
+        .unique(maintain_order=True)
+        .sort("expiry", "strike", "kind")
+    )
+    keyed = (
+        flow.with_row_index("source_row")
+        .join(keys.with_row_index("series"), on=["expiry", "strike", "kind"], how="left")
+        .sort("source_row")
+    )
+    parts, counts = [], []
+    for k, pid in enumerate(market.path_ids):
+        ts = market.ts[market.path(k)]
+        rows = keyed.filter(
+            pl.col("path_id").is_in([ALL_PATHS, int(pid)])
+            & (pl.col("ts") >= int(ts[0]))
+            & (pl.col("ts") < (end_ns if end_ns is not None else np.iinfo(np.int64).max))
+        )
+        tick = np.searchsorted(ts, rows["ts"].to_numpy(), side="right") - 1
+        parts.append(rows.with_columns(tick=pl.Series(tick, dtype=pl.Int64)))
+        counts.append(rows.height)
+    rows = pl.concat(parts)
+    return AlignedFlow(
+        source_row=rows["source_row"].to_numpy().astype(np.int64),
+        tick=rows["tick"].to_numpy().astype(np.int64),
+        series=rows["series"].to_numpy().astype(np.int64),
+        side=rows["side"].to_numpy().astype(np.float64),
+        size=rows["size"].to_numpy().astype(np.float64),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        series_expiry=keys["expiry"].to_numpy().astype(np.int64),
+        series_strike=keys["strike"].to_numpy().astype(np.float64),
+        series_kind=keys["kind"].to_numpy().astype(np.float64),
+    )
