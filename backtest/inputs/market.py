@@ -56,8 +56,8 @@ class Market:
         )
 
 
-def _validated(path: Path, default_rate: float) -> pl.DataFrame:
-    df = read_parquet(path)
+def validate_market(df: pl.DataFrame, path: Path | str, default_rate: float) -> pl.DataFrame:
+    """The canonical market frame: path_id, ts as UTC ns, spot, iv, rate, funding."""
     require_columns(df, path, MARKET_COLUMNS)
     n = df.height
     path_id = as_int(df, path, "path_id") if "path_id" in df.columns else pl.Series([0] * n)
@@ -91,10 +91,20 @@ def load_market(
 ) -> Market:
     """Read a market file or folder, keep ticks with start <= ts < end."""
     path = Path(path)
-    parts = [_validated(f, default_rate) for f in parquet_files(path)]
+    parts = [validate_market(read_parquet(f), f, default_rate) for f in parquet_files(path)]
+    return market_from_frames(parts, path, start, end)
+
+
+def market_from_frames(
+    parts: list[pl.DataFrame],
+    source: Path | str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> Market:
+    """Join validated frames into per-path blocks of ticks within [start, end)."""
     df = pl.concat(parts) if len(parts) > 1 else parts[0]
     if len(parts) > 1:
-        check_increasing(df["ts"], df["path_id"], path)
+        check_increasing(df["ts"], df["path_id"], source)
     if start is not None:
         df = df.filter(pl.col("ts") >= _ns(start))
     if end is not None:
@@ -102,10 +112,10 @@ def load_market(
     df = df.sort("path_id", "ts", maintain_order=True)
     counts = df.group_by("path_id", maintain_order=True).len().sort("path_id")
     if df.height == 0:
-        raise InputError.at(path, "ts", None, f"no ticks in the window [{start}, {end})")
+        raise InputError.at(source, "ts", None, f"no ticks in the window [{start}, {end})")
     if int(counts["len"].min()) < 2:
         bad = int(counts.filter(pl.col("len") < 2)["path_id"][0])
-        raise InputError.at(path, "ts", None, f"path {bad} has fewer than 2 ticks in the window")
+        raise InputError.at(source, "ts", None, f"path {bad} has fewer than 2 ticks in the window")
     offsets = np.concatenate([[0], np.cumsum(counts["len"].to_numpy())]).astype(np.int64)
     return Market(
         ts=df["ts"].to_numpy().astype(np.int64),

@@ -1,0 +1,242 @@
+"""`dhlp`: a thin typer shell over the Python API. Bad input is one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backtest.errors import InputError
+
+app = typer.Typer(
+    help="Backtests of dynamically hedged options liquidity pools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Check, import and generate input data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input ends the command with one clear line and exit code 2, never a traceback."""
+    try:
+        yield
+    except InputError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`section.key=value` pairs; the value is read as a TOML value, else as a plain string."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item}: expected section.key=value")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        overrides[key.strip()] = value
+    return overrides
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"run {summary['run_id']}", show_header=False, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+
+    def money(x: float) -> str:
+        return f"{x:,.0f}"
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.2f} %"
+
+    rows = [
+        ("period", f"{summary['start']:%Y-%m-%d %H:%M} → {summary['end']:%Y-%m-%d %H:%M} UTC"),
+        ("ticks", f"{summary['n_ticks']:,}"),
+        ("NAV", f"{money(summary['initial_nav'])} → {money(summary['final_nav'])}"),
+        ("LP return / APY", f"{pct(summary['lp_return'])} / {pct(summary['apy'])}"),
+        ("Sharpe (daily)", "n/a" if summary["sharpe"] is None else f"{summary['sharpe']:.2f}"),
+        ("max drawdown", pct(summary["max_drawdown"])),
+        (
+            "trades filled / partial / rejected",
+            f"{summary['n_trades']:,} / {summary['n_partial']:,} / {summary['n_rejected']:,}",
+        ),
+        ("hedges / notional", f"{summary['n_hedges']:,} / {money(summary['hedge_notional'])}"),
+        ("hedge cost / fees", pct(summary["hedge_cost_over_fees"])),
+        ("max utilisation", pct(summary["max_utilisation"])),
+        ("insolvent", "no" if not summary["insolvent"] else f"yes, {summary['insolvency_ts']}"),
+    ]
+    for key in (
+        "pnl_fees",
+        "pnl_theta",
+        "pnl_gamma",
+        "pnl_vega",
+        "pnl_delta",
+        "pnl_vanna",
+        "pnl_volga",
+        "pnl_residual",
+        "pnl_hedge_cost",
+        "pnl_funding",
+        "pnl_interest",
+        "pnl_liquidation",
+        "pnl_total",
+    ):
+        rows.append((key, money(summary[key])))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+@app.command()
+def run(
+    strategy: Annotated[
+        Path | None, typer.Argument(help="Strategy TOML (default: bundled)")
+    ] = None,
+    market: Annotated[Path | None, typer.Option(help="Market Parquet file or folder")] = None,
+    flow: Annotated[str | None, typer.Option(help="Flow Parquet, or 'synthetic'")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Runs folder")] = Path("reports/runs"),
+    run_id: Annotated[str | None, typer.Option(help="Name the run folder")] = None,
+    seed: Annotated[int | None, typer.Option(help="Synthetic flow seed")] = None,
+    force: Annotated[bool, typer.Option(help="Rerun even if this run exists")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip plots and HTML")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override: hedge.threshold=0.05")
+    ] = None,
+) -> None:
+    """Run one strategy and write its run folder."""
+    from backtest import runner
+
+    with user_errors():
+        overrides = {k.replace(".", "__"): v for k, v in parse_set(set_ or []).items()}
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("running (first run compiles the kernel)", total=None)
+
+            def on_batch(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = runner.run(
+                strategy,
+                market=market,
+                flow=flow,
+                out=out_dir,
+                run_id=run_id,
+                seed=seed,
+                force=force,
+                on_batch=on_batch,
+                **overrides,
+            )
+    rows = result.summary.to_dicts()
+    if result.reused:
+        out.print(f"identical run exists, not rerun (use --force): {result.path}")
+    if len(rows) == 1:
+        out.print(summary_table(rows[0]))
+    else:
+        returns = result.summary["lp_return"]
+        out.print(
+            f"{len(rows)} paths: mean LP return {100 * returns.mean():.2f} %, "
+            f"insolvent {int(result.summary['insolvent'].sum())}"
+        )
+    out.print(f"run folder: {result.path}")
+
+
+@data_app.command("validate")
+def data_validate(
+    files: Annotated[list[Path], typer.Argument(help="Market or flow Parquet files")],
+) -> None:
+    """Check files against the market or flow schema (chosen by their columns)."""
+    from backtest.inputs.checks import read_parquet
+    from backtest.inputs.flow import load_flow
+    from backtest.inputs.market import load_market
+
+    with user_errors():
+        for path in files:
+            columns = read_parquet(path).columns if path.is_file() else []
+            if "expiry" in columns:
+                rows = load_flow(path).height
+                out.print(f"ok  {path}: flow, {rows:,} rows")
+            else:
+                market = load_market(path)
+                first, last = market.frame()["ts"][0], market.frame()["ts"][-1]
+                out.print(
+                    f"ok  {path}: market, {len(market.ts):,} ticks, {market.n_paths} path(s), "
+                    f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"
+                )
+
+
+@data_app.command("import")
+def data_import(
+    source: Annotated[Path, typer.Argument(help="Exchange export (Parquet or CSV)")],
+    output: Annotated[Path, typer.Option("--out", help="Flow Parquet to write")],
+    fmt: Annotated[str, typer.Option("--format", help="Export format")] = "deribit",
+) -> None:
+    """Turn an exchange's option-trade export into a flow file."""
+    from backtest.inputs.deribit import import_deribit_trades
+
+    with user_errors():
+        if fmt != "deribit":
+            raise InputError(f"--format: unknown format {fmt!r} (known: deribit)")
+        flow = import_deribit_trades(source)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        flow.write_parquet(output)
+    out.print(f"wrote {flow.height:,} flow rows to {output}")
+
+
+@data_app.command("synth-flow")
+def data_synth_flow(
+    output: Annotated[Path, typer.Option("--out", help="Flow Parquet to write")],
+    strategy: Annotated[Path | None, typer.Option(help="Strategy whose [flow] to use")] = None,
+    market: Annotated[
+        Path | None, typer.Option(help="Market file (default: the strategy's)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Generator seed")] = None,
+) -> None:
+    """Write the seeded synthetic flow a strategy would trade against."""
+    from backtest import runner
+
+    with user_errors():
+        prep = runner.prepare(strategy, market=market, seed=seed)
+        flow = runner.synthetic_flow(prep.strategy, prep.market)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        flow.write_parquet(output)
+    out.print(f"wrote {flow.height:,} flow rows to {output}")
+
+
+@app.command()
+def bench(
+    ticks: Annotated[int, typer.Option(help="1-minute ticks to simulate")] = 100_000,
+    trades: Annotated[int, typer.Option(help="Trades over those ticks")] = 20_000,
+) -> None:
+    """Measure this machine's throughput (JSON): ticks/s, series-ticks/s, greeks/s."""
+    from backtest.bench import measure
+
+    with user_errors():
+        if ticks < 10 or trades < 1:
+            raise InputError("--ticks must be >= 10 and --trades >= 1")
+        print(json.dumps(measure(ticks, trades), indent=2))
+
+
+def main() -> None:
+    app()

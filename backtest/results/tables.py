@@ -1,0 +1,148 @@
+"""Kernel record arrays -> the run-folder tables of DESIGN.md, each carrying run_id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from backtest.kernel.types import HEDGE_REASONS, REJECT_REASONS, SERIES_COMPONENTS
+
+if TYPE_CHECKING:
+    from backtest.runner import KernelOutput, Prepared
+
+UTC_NS = pl.Datetime("ns", "UTC")
+
+
+@dataclass
+class Tables:
+    steps: pl.DataFrame
+    trades: pl.DataFrame
+    hedges: pl.DataFrame
+    series: pl.DataFrame
+
+
+def _frame(records: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({name: records[name] for name in records.dtype.names})
+
+
+def _kind(code: pl.Expr) -> pl.Expr:
+    return pl.when(code > 0).then(pl.lit("C")).otherwise(pl.lit("P"))
+
+
+def build(prep: Prepared, out: KernelOutput) -> Tables:
+    run_id = pl.lit(prep.run_id)
+    mkt, fl = prep.market, prep.aligned
+    tick_path = np.repeat(mkt.path_ids, np.diff(mkt.offsets))
+    flow_path = np.repeat(mkt.path_ids, np.diff(fl.offsets))
+
+    steps = _frame(out.steps).with_columns(
+        run_id=run_id,
+        path_id=pl.Series(tick_path),
+        ts=pl.col("ts").cast(UTC_NS),
+        insolvent=pl.col("insolvent").cast(pl.Boolean),
+    )
+    steps = steps.select(
+        "run_id", "path_id", *[c for c in steps.columns if c not in ("run_id", "path_id")]
+    )
+
+    series_keys = pl.DataFrame(
+        {
+            "series": np.arange(len(fl.series_expiry)),
+            "expiry": pl.Series(fl.series_expiry).cast(UTC_NS),
+            "strike": fl.series_strike,
+            "kind": fl.series_kind,
+        }
+    ).with_columns(kind=_kind(pl.col("kind")))
+    informed = prep.flow["informed"].to_numpy()[fl.source_row]
+    trades = (
+        _frame(out.trades)
+        .with_columns(
+            run_id=run_id,
+            path_id=pl.Series(flow_path),
+            ts=pl.col("ts").cast(UTC_NS),
+            side=pl.col("side").cast(pl.Int8),
+            reject_reason=pl.Series(np.array(REJECT_REASONS)[out.trades["reject_reason"]]),
+            informed=pl.Series(informed),
+        )
+        .join(series_keys, on="series", how="left")
+        .select(
+            "run_id",
+            "path_id",
+            "ts",
+            "expiry",
+            "strike",
+            "kind",
+            "side",
+            "size",
+            "filled",
+            "reject_reason",
+            "spot",
+            "iv",
+            "mark",
+            "fee",
+            "premium",
+            "informed",
+            "flow_row",
+        )
+    )
+
+    keep = np.concatenate(
+        [np.arange(mkt.offsets[k], mkt.offsets[k] + out.n_hedges[k]) for k in range(mkt.n_paths)]
+    ).astype(np.int64)
+    hedge_rec = out.hedges[keep]
+    hedges = (
+        _frame(hedge_rec)
+        .with_columns(
+            run_id=run_id,
+            path_id=pl.Series(tick_path[keep], dtype=pl.Int64),
+            ts=pl.col("ts").cast(UTC_NS),
+            reason=pl.Series([HEDGE_REASONS[int(c)] for c in hedge_rec["reason"]], dtype=pl.String),
+        )
+        .select(
+            "run_id",
+            "path_id",
+            "ts",
+            "qty",
+            "spot",
+            "exec_price",
+            "slippage_cost",
+            "gas_cost",
+            "mev_cost",
+            "reason",
+        )
+    )
+
+    n_paths, n_series = out.series.shape
+    flat = out.series.reshape(-1)
+    series = (
+        _frame(flat)
+        .with_columns(
+            run_id=run_id,
+            path_id=pl.Series(np.repeat(mkt.path_ids, n_series)),
+            series=pl.Series(np.tile(np.arange(n_series), n_paths)),
+        )
+        .filter(pl.col("volume") > 0)
+        .join(series_keys, on="series", how="left")
+        .with_columns(
+            pnl_fees=pl.col("fees"),
+            pnl_total=pl.sum_horizontal(*SERIES_COMPONENTS, "fees", "pnl_liquidation"),
+        )
+        .select(
+            "run_id",
+            "path_id",
+            "expiry",
+            "strike",
+            "kind",
+            "volume",
+            "fees",
+            *SERIES_COMPONENTS,
+            "pnl_fees",
+            "pnl_liquidation",
+            "pnl_total",
+        )
+        .sort("path_id", "expiry", "strike", "kind")
+    )
+    return Tables(steps=steps, trades=trades, hedges=hedges, series=series)
