@@ -25,7 +25,15 @@ DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        """No key is a boolean, and pydantic would read `true` as 1.0."""
+        if isinstance(value, bool):
+            raise ValueError("expected a number or string, not a boolean")
+        return value
 
 
 class DataConfig(_Section):
@@ -44,7 +52,7 @@ class DataConfig(_Section):
 
 
 class FlowConfig(_Section):
-    seed: int = 7
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 7
     trades_per_day: Positive = 40.0
     iv_intensity: float = 1.0
     buy_fraction: Fraction = 0.65
@@ -96,8 +104,8 @@ class HedgeConfig(_Section):
     interval: str = "8h"
     rebalance_to: Literal["zero", "edge"] = "zero"
     instrument: Literal["spot", "perp"] = "spot"
-    hedge_cap: Positive = math.inf
-    max_notional_per_step: Positive = math.inf
+    hedge_cap: Annotated[float, Field(gt=0.0, allow_inf_nan=True)] = math.inf
+    max_notional_per_step: Annotated[float, Field(gt=0.0, allow_inf_nan=True)] = math.inf
     latency: Annotated[int, Field(ge=0, le=1000)] = 0
     risk_aversion: Positive = 1.0
 

@@ -3,18 +3,17 @@
 Every trade is drawn so that it depends only on the market up to its own arrival (informed traders
 aside, whose whole point is to peek ahead): arrivals come from a time-changed unit-rate Poisson
 process, and trade k takes the k-th draw of its own random stream per attribute, so data after T
-can neither move an earlier arrival nor shift the random numbers an earlier trade sees. The one
-path-wide quantity is median(iv), the fixed reference of the intensity.
+can neither move an earlier arrival nor shift the random numbers an earlier trade sees.
+`cfg` is the strategy's validated `[flow]` section, so ranges are checked once, in config.py.
 """
 
 import math
 from collections.abc import Sequence
-from numbers import Integral, Real
-from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 
+from backtest.config import FlowConfig
 from backtest.errors import InputError
 
 NS_PER_HOUR = 3_600 * 10**9
@@ -38,68 +37,6 @@ FLOW_SCHEMA = {
     "size": pl.Float64,
 }
 SYNTHETIC_FLOW_SCHEMA = FLOW_SCHEMA | {"informed": pl.Boolean}
-
-# key: (lowest, highest, lowest allowed); the message says which bound was broken.
-_RANGES = {
-    "trades_per_day": (0.0, math.inf, False),
-    "iv_intensity": (-math.inf, math.inf, True),
-    "buy_fraction": (0.0, 1.0, True),
-    "call_fraction": (0.0, 1.0, True),
-    "size_median": (0.0, math.inf, False),
-    "size_sigma": (0.0, math.inf, True),
-    "max_tenor_days": (0.0, math.inf, False),
-    "strike_step": (0.0, math.inf, False),
-    "moneyness_sd": (0.0, math.inf, True),
-    "informed_fraction": (0.0, 1.0, True),
-    "informed_horizon": (0.0, math.inf, False),
-}
-
-
-def _get(cfg: object, key: str) -> object:
-    if not hasattr(cfg, key):
-        raise InputError.at("[flow]", key, None, "missing")
-    return getattr(cfg, key)
-
-
-def _number(cfg: object, key: str) -> float:
-    low, high, low_ok = _RANGES[key]
-    value = _get(cfg, key)
-    if (
-        isinstance(value, Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (low < value or (low_ok and low == value))
-        and value <= high
-    ):
-        return float(value)
-    if math.isinf(high):
-        wanted = "a finite number" if math.isinf(low) else f"{'>=' if low_ok else '>'} {low:g}"
-    else:
-        wanted = f"in [{low:g}, {high:g}]"
-    raise InputError.at("[flow]", key, None, f"must be {wanted}, got {value!r}")
-
-
-def _validate(cfg: object) -> SimpleNamespace:
-    """Check `[flow]` up front so a bad strategy fails with the key's name, not deep in numpy."""
-    values = {key: _number(cfg, key) for key in _RANGES}
-    seed = _get(cfg, "seed")
-    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
-        raise InputError.at("[flow]", "seed", None, f"must be an integer >= 0, got {seed!r}")
-    values["seed"] = int(seed)
-
-    expiries = _get(cfg, "expiries")
-    known = ", ".join(repr(kind) for kind in EXPIRY_KINDS)
-    if isinstance(expiries, str) or not isinstance(expiries, Sequence) or not expiries:
-        raise InputError.at(
-            "[flow]", "expiries", None, f"must be a non-empty list of {known}, got {expiries!r}"
-        )
-    for kind in expiries:
-        if kind not in EXPIRY_KINDS:
-            raise InputError.at(
-                "[flow]", "expiries", None, f"unknown expiry kind {kind!r} (known: {known})"
-            )
-    values["expiries"] = tuple(expiries)
-    return SimpleNamespace(**values)
 
 
 def listed_expiries(start_ns: int, end_ns: int, kinds: Sequence[str]) -> np.ndarray:
@@ -132,12 +69,14 @@ def _arrivals(
     """Arrival times (ns, whole µs) and the index of the tick each one trades at.
 
     The k-th point of a unit-rate Poisson process is mapped through the inverse of the integrated
-    intensity, which is piecewise constant: trades_per_day × (iv[i] / median iv) ** iv_intensity
-    on [ts[i], ts[i+1]). This is the inhomogeneous Poisson process with uniform times within each
-    interval, and the integral up to t never reads data after t.
+    intensity, which is piecewise constant on [ts[i], ts[i+1]): trades_per_day × (iv[i] /
+    running mean of iv[0..i]) ** iv_intensity. This is the inhomogeneous Poisson process with
+    uniform times within each interval; the reference is a running mean, not a whole-path
+    statistic, so the integral up to t never reads data after t.
     """
     dt = np.diff(ts)
-    intensity = trades_per_day * (dt / NS_PER_DAY) * (iv[:-1] / np.median(iv)) ** iv_intensity
+    reference = np.cumsum(iv[:-1]) / np.arange(1, iv.size)
+    intensity = trades_per_day * (dt / NS_PER_DAY) * (iv[:-1] / reference) ** iv_intensity
     if not np.isfinite(intensity).all():
         raise InputError.at(
             "[flow]", "iv_intensity", None, "gives a non-finite arrival rate on this market"
@@ -167,7 +106,7 @@ def _realised_vol(ts: np.ndarray, spot: np.ndarray, t: np.ndarray, horizon_ns: i
 
 
 def generate_flow(
-    ts: np.ndarray, spot: np.ndarray, iv: np.ndarray, cfg: object, rate: float = 0.0
+    ts: np.ndarray, spot: np.ndarray, iv: np.ndarray, cfg: FlowConfig, rate: float = 0.0
 ) -> pl.DataFrame:
     """Synthetic flow for one market path, sorted by ts.
 
@@ -177,7 +116,6 @@ def generate_flow(
     Same inputs and `cfg.seed` give an identical frame. Trades with no listed expiry between
     1 hour and max_tenor_days ahead are dropped.
     """
-    p = _validate(cfg)
     ts = np.asarray(ts, dtype=np.int64)
     spot = np.asarray(spot, dtype=np.float64)
     iv = np.asarray(iv, dtype=np.float64)
@@ -186,12 +124,12 @@ def generate_flow(
     if not (np.diff(ts) > 0).all():
         raise ValueError("ts must be strictly increasing")
 
-    rngs = np.random.default_rng(p.seed).spawn(7)
+    rngs = np.random.default_rng(cfg.seed).spawn(7)
     arrival_rng, pick_rng, call_rng, buy_rng, informed_rng, moneyness_rng, size_rng = rngs
-    t, tick = _arrivals(ts, iv, p.trades_per_day, p.iv_intensity, arrival_rng)
+    t, tick = _arrivals(ts, iv, cfg.trades_per_day, cfg.iv_intensity, arrival_rng)
 
-    tenor_ns = round(p.max_tenor_days * NS_PER_DAY)
-    listed = listed_expiries(ts[0], ts[-1] + tenor_ns, p.expiries)
+    tenor_ns = round(cfg.max_tenor_days * NS_PER_DAY)
+    listed = listed_expiries(ts[0], ts[-1] + tenor_ns, cfg.expiries)
     first = np.searchsorted(listed, t + MIN_TIME_TO_EXPIRY_NS, side="right")
     count = np.searchsorted(listed, t + tenor_ns, side="right") - first
     keep = count > 0  # depends on t and the calendar only, so the kept trades stay causal
@@ -201,14 +139,14 @@ def generate_flow(
     n = t.size
     expiry = listed[first + (pick_rng.random(n) * count).astype(np.int64)]
     tau = (expiry - t) / NS_PER_YEAR
-    sd = p.moneyness_sd * np.sqrt(np.maximum(tau, STRIKE_MIN_TENOR) / STRIKE_REFERENCE_TENOR)
+    sd = cfg.moneyness_sd * np.sqrt(np.maximum(tau, STRIKE_MIN_TENOR) / STRIKE_REFERENCE_TENOR)
     forward = spot[tick] * np.exp(rate * tau)
-    grid = forward * np.exp(sd * moneyness_rng.standard_normal(n)) / p.strike_step
-    strike = np.maximum(np.rint(grid), 1.0) * p.strike_step
+    grid = forward * np.exp(sd * moneyness_rng.standard_normal(n)) / cfg.strike_step
+    strike = np.maximum(np.rint(grid), 1.0) * cfg.strike_step
 
-    rv = _realised_vol(ts, spot, t, round(p.informed_horizon * NS_PER_HOUR))
-    informed = (informed_rng.random(n) < p.informed_fraction) & ~np.isnan(rv)
-    noise_side = np.where(buy_rng.random(n) < p.buy_fraction, 1, -1)
+    rv = _realised_vol(ts, spot, t, round(cfg.informed_horizon * NS_PER_HOUR))
+    informed = (informed_rng.random(n) < cfg.informed_fraction) & ~np.isnan(rv)
+    noise_side = np.where(buy_rng.random(n) < cfg.buy_fraction, 1, -1)
     side = np.where(informed, np.where(rv > iv[tick], 1, -1), noise_side)
 
     return pl.DataFrame(
@@ -216,9 +154,9 @@ def generate_flow(
             "ts": t // 1_000,
             "expiry": expiry // 1_000,
             "strike": strike,
-            "kind": np.where(call_rng.random(n) < p.call_fraction, "C", "P"),
+            "kind": np.where(call_rng.random(n) < cfg.call_fraction, "C", "P"),
             "side": side,
-            "size": p.size_median * np.exp(p.size_sigma * size_rng.standard_normal(n)),
+            "size": cfg.size_median * np.exp(cfg.size_sigma * size_rng.standard_normal(n)),
             "informed": informed,
         },
         schema=SYNTHETIC_FLOW_SCHEMA,
