@@ -107,7 +107,12 @@ def run(
     strategy: Annotated[
         Path | None, typer.Argument(help="Strategy TOML (default: bundled)")
     ] = None,
-    market: Annotated[Path | None, typer.Option(help="Market Parquet file or folder")] = None,
+    market: Annotated[
+        Path | None,
+        typer.Option(
+            help="Market Parquet file or folder (whole file: the strategy window is dropped)"
+        ),
+    ] = None,
     flow: Annotated[str | None, typer.Option(help="Flow Parquet, or 'synthetic'")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Runs folder")] = Path("reports/runs"),
     run_id: Annotated[str | None, typer.Option(help="Name the run folder")] = None,

@@ -178,9 +178,14 @@ def prepare(
     if not isinstance(strategy, Strategy):
         strategy_file = Path(strategy).resolve()
         strategy = load_strategy(strategy_file)
-    changes = dict(overrides or {})
-    if market is not None:
-        changes["data.market"] = str(Path(market).resolve())
+    changes: dict[str, Any] = {}
+    if market is not None:  # another market file: the strategy's window need not fit it
+        changes |= {
+            "data.market": str(Path(market).resolve()),
+            "data.start": None,
+            "data.end": None,
+        }
+    changes |= overrides or {}
     if flow is not None:
         changes["data.flow"] = str(flow) if str(flow) == "synthetic" else str(Path(flow).resolve())
     if seed is not None:

@@ -1,0 +1,195 @@
+"""`dhlp` as a user runs it: the default run, run folders, reruns, data commands, bench."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import polars as pl
+import pytest
+from scenarios import market_frame
+from typer.testing import CliRunner
+
+from backtest.cli import app
+from backtest.runner import DEFAULT_STRATEGY, PROJECT_ROOT
+
+runner = CliRunner()
+SAMPLE = (
+    PROJECT_ROOT.parent / "shared" / "data" / "deribit_btc_option_trades_SAMPLE_2026-08-16.parquet"
+)
+SHORT_DEFAULT = ["--set", 'data.start="2022-07-01"', "--set", 'data.end="2022-08-15"']
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    result = invoke("run", "--out", str(out), "--no-report", *SHORT_DEFAULT)
+    assert result.exit_code == 0, result.output
+    (folder,) = list(out.iterdir())
+    return folder
+
+
+def test_default_run_writes_every_table(default_run):
+    for name in (
+        "config.toml",
+        "summary.json",
+        "summary.parquet",
+        "steps.parquet",
+        "trades.parquet",
+        "hedges.parquet",
+        "series.parquet",
+    ):
+        assert (default_run / name).is_file(), name
+    steps = pl.read_parquet(default_run / "steps.parquet")
+    for column in (
+        "run_id",
+        "path_id",
+        "ts",
+        "spot",
+        "iv",
+        "nav",
+        "cash",
+        "hedge_units",
+        "book_delta",
+        "net_delta",
+        "book_gamma",
+        "book_vega",
+        "book_theta",
+        "collateral_required",
+        "utilisation",
+        "pnl_delta",
+        "pnl_gamma",
+        "pnl_vega",
+        "pnl_theta",
+        "pnl_vanna",
+        "pnl_volga",
+        "pnl_residual",
+        "pnl_fees",
+        "pnl_hedge_cost",
+        "pnl_funding",
+        "pnl_interest",
+        "pnl_liquidation",
+        "pnl_total",
+        "lp_flow",
+    ):
+        assert column in steps.columns, column
+    assert steps["run_id"].unique().to_list() == [default_run.name]
+    summary = json.loads((default_run / "summary.json").read_text())
+    assert summary["run_id"] == default_run.name
+    (row,) = summary["paths"]
+    assert row["n_trades"] > 100 and row["n_hedges"] > 0
+    assert row["reconcile_max_abs"] < 1e-6
+    config = tomllib.loads((default_run / "config.toml").read_text())
+    assert config["strategy"]["hedge"]["policy"] == "threshold"
+    assert len(config["run"]["market_sha256"]) == 64
+    assert default_run.name.startswith("default-")
+
+
+def test_identical_rerun_is_recognised_and_force_reruns(default_run):
+    out = default_run.parent
+    again = invoke("run", "--out", str(out), "--no-report", *SHORT_DEFAULT)
+    assert again.exit_code == 0
+    assert "identical run exists" in again.output
+    before = (default_run / "steps.parquet").stat().st_mtime_ns
+    forced = invoke("run", "--out", str(out), "--no-report", "--force", *SHORT_DEFAULT)
+    assert forced.exit_code == 0 and "identical run exists" not in forced.output
+    assert (default_run / "steps.parquet").stat().st_mtime_ns != before
+    assert sorted(p.name for p in out.iterdir()) == [default_run.name]  # no temp folders left
+
+
+def test_a_changed_parameter_is_a_new_run(default_run, tmp_path):
+    result = invoke(
+        "run",
+        "--out",
+        str(tmp_path),
+        "--no-report",
+        *SHORT_DEFAULT,
+        "--set",
+        "hedge.threshold=0.05",
+    )
+    assert result.exit_code == 0
+    (folder,) = list(tmp_path.iterdir())
+    assert folder.name != default_run.name
+    summary = pl.read_parquet(folder / "summary.parquet")
+    assert summary["n_hedges"][0] < pl.read_parquet(default_run / "summary.parquet")["n_hedges"][0]
+
+
+def test_run_id_and_seed_options(tmp_path):
+    result = invoke(
+        "run", "--out", str(tmp_path), "--run-id", "mine", "--seed", "11", *SHORT_DEFAULT
+    )
+    assert result.exit_code == 0
+    config = tomllib.loads((tmp_path / "mine" / "config.toml").read_text())
+    assert config["strategy"]["flow"]["seed"] == 11
+
+
+def test_market_and_flow_files_from_the_command_line(tmp_path):
+    market = market_frame(48)
+    market.write_parquet(tmp_path / "m.parquet")
+    synth = invoke(
+        "data",
+        "synth-flow",
+        "--market",
+        str(tmp_path / "m.parquet"),
+        "--out",
+        str(tmp_path / "f.parquet"),
+    )
+    assert synth.exit_code == 0, synth.output
+    flow = pl.read_parquet(tmp_path / "f.parquet")
+    assert flow.height > 0
+    result = invoke(
+        "run",
+        "--market",
+        str(tmp_path / "m.parquet"),
+        "--flow",
+        str(tmp_path / "f.parquet"),
+        "--out",
+        str(tmp_path / "runs"),
+    )
+    assert result.exit_code == 0, result.output
+    (folder,) = list((tmp_path / "runs").iterdir())
+    trades = pl.read_parquet(folder / "trades.parquet")
+    assert trades.height == flow.height
+
+
+def test_validate_bundled_data():
+    files = sorted(str(p) for p in (PROJECT_ROOT / "data").glob("*.parquet"))
+    result = invoke("data", "validate", *files)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok ") == len(files)
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason="shared Deribit sample not present")
+def test_import_deribit_sample(tmp_path):
+    result = invoke("data", "import", str(SAMPLE), "--out", str(tmp_path / "flow.parquet"))
+    assert result.exit_code == 0, result.output
+    flow = pl.read_parquet(tmp_path / "flow.parquet")
+    assert flow.height == 277
+    check = invoke("data", "validate", str(tmp_path / "flow.parquet"))
+    assert check.exit_code == 0
+
+
+def test_unknown_import_format(tmp_path):
+    result = invoke(
+        "data", "import", str(tmp_path / "x.csv"), "--out", str(tmp_path / "y"), "--format", "okx"
+    )
+    assert result.exit_code == 2 and "--format" in result.output
+
+
+def test_bench_prints_json():
+    result = invoke("bench", "--ticks", "2000", "--trades", "200")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    for key in ("ticks_per_s", "series_ticks_per_s", "greeks_per_s"):
+        assert figures[key] > 0
+
+
+def test_default_strategy_is_bundled():
+    assert DEFAULT_STRATEGY.is_file()
