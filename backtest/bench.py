@@ -38,7 +38,7 @@ def gbm_market(n_ticks: int, seed: int = 0, spot0: float = 2000.0, vol: float = 
 
 
 def board_strategy(n_ticks: int, n_trades: int) -> Strategy:
-    """A listed board of weekly expiries out to 8 weeks, ~100 live series."""
+    """A listed board of weekly expiries out to 4 weeks: about 100 live series."""
     days = n_ticks / 1440
     return Strategy.model_validate(
         {
@@ -47,7 +47,7 @@ def board_strategy(n_ticks: int, n_trades: int) -> Strategy:
                 "trades_per_day": n_trades / days,
                 "iv_intensity": 0.0,
                 "expiries": ["weekly"],
-                "max_tenor_days": 56,
+                "max_tenor_days": 28,
                 "strike_step": 100.0,
                 "moneyness_sd": 0.06,
                 "buy_fraction": 0.55,

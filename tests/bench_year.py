@@ -1,0 +1,12 @@
+"""Benchmark: a year of 1-minute ticks (525,600) with 100,000 trades on a weekly board.
+
+Run: python tests/bench_year.py  (prints the JSON that `dhlp bench` prints, for these sizes).
+Not collected by pytest; performance is measured here, never asserted in tests.
+"""
+
+import json
+
+from backtest.bench import measure
+
+if __name__ == "__main__":
+    print(json.dumps(measure(525_600, 100_000), indent=2))
