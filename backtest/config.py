@@ -148,20 +148,6 @@ class Strategy(_Section):
     slippage: SlippageConfig = Field(default_factory=SlippageConfig)
 
 
-# Keys that are part of the contract but whose models are not built yet: a non-default value is
-# refused rather than silently ignored.
-NOT_YET_SUPPORTED = {
-    ("data", "surface"): None,
-    ("pricing", "iv_impact"): 0.0,
-    ("pricing", "skew_impact"): 0.0,
-    ("pricing", "cb_iv_move"): 0.0,
-    ("pricing", "cb_min_free"): 0.0,
-    ("lp", "flows"): None,
-    ("lp", "run_drawdown"): 0.0,
-    ("lp", "run_fraction"): 0.0,
-}
-
-
 def parse_time(value: str) -> dt.datetime:
     """A UTC instant from an ISO date or date-time; naive values are UTC."""
     try:
@@ -205,17 +191,10 @@ def _one_line(source: str, err: ValidationError) -> InputError:
 
 
 def build_strategy(raw: dict[str, Any], source: str = "strategy") -> Strategy:
-    """Validate a strategy mapping; refuse keys whose model is not built yet."""
     try:
-        strategy = Strategy.model_validate(raw)
+        return Strategy.model_validate(raw)
     except ValidationError as err:
         raise _one_line(source, err) from None
-    for (section, key), default in NOT_YET_SUPPORTED.items():
-        if getattr(getattr(strategy, section), key) != default:
-            raise InputError(
-                f"{source}: [{section}] {key}: not supported by this engine version yet"
-            )
-    return strategy
 
 
 def load_strategy(path: str | Path) -> Strategy:

@@ -24,7 +24,9 @@ from backtest.config import (
 )
 from backtest.errors import InputError
 from backtest.inputs.flow import AlignedFlow, align_flow, load_flow, validate_flow
+from backtest.inputs.lp import align_lp_flows, load_lp_flows, no_lp_flows
 from backtest.inputs.market import Market, load_market, market_from_frames, validate_market
+from backtest.inputs.surface import Surface, load_surface, no_surface
 from backtest.inputs.synthetic_flow import generate_flow
 from backtest.kernel import CACHE_DIR
 from backtest.kernel.loop import run_paths
@@ -88,6 +90,17 @@ def params_from(strategy: Strategy) -> Params:
         min_fee=pricing.min_fee,
         skew_slope=pricing.skew_slope,
         smile_curvature=pricing.smile_curvature,
+        standard_size=pricing.standard_size,
+        iv_impact=pricing.iv_impact,
+        skew_impact=pricing.skew_impact,
+        impact_half_life=pricing.impact_half_life,
+        cb_iv_move=pricing.cb_iv_move,
+        cb_hours=pricing.cb_hours,
+        cb_min_free=pricing.cb_min_free,
+        run_drawdown=strategy.lp.run_drawdown,
+        run_fraction=strategy.lp.run_fraction,
+        withdrawal_delay_ns=int(strategy.lp.withdrawal_delay * 3600 * 1_000_000_000),
+        withdrawal_fee=strategy.lp.withdrawal_fee,
         policy=POLICY[hedge.policy],
         threshold=hedge.threshold,
         interval_ns=parse_duration(hedge.interval) * 1_000_000_000,
@@ -109,7 +122,9 @@ def params_from(strategy: Strategy) -> Params:
     )
 
 
-def resolve_data_path(value: str, strategy_file: Path | None, key: str) -> Path:
+def resolve_data_path(
+    value: str, strategy_file: Path | None, key: str, section: str = "data"
+) -> Path:
     """Relative paths are tried beside the strategy file, then its parent (the project root for
     `strategies/*.toml`), then the working directory."""
     path = Path(value)
@@ -121,7 +136,7 @@ def resolve_data_path(value: str, strategy_file: Path | None, key: str) -> Path:
     for candidate in candidates:
         if candidate.exists():
             return candidate.resolve()
-    raise InputError(f"[data] {key}: file not found: {value}")
+    raise InputError(f"[{section}] {key}: file not found: {value}")
 
 
 def file_digest(path: Path) -> str:
@@ -160,6 +175,8 @@ class Prepared:
     params: Params
     run_id: str
     resolved: dict[str, Any]
+    surface: Surface
+    lp_flows: tuple[np.ndarray, np.ndarray]  # (tick per path and row, amount)
 
 
 def prepare(
@@ -205,10 +222,20 @@ def prepare(
     else:
         flow_path = resolve_data_path(data.flow, strategy_file, "flow")
         flow_frame, flow_hash = load_flow(flow_path), file_digest(flow_path)
+    surface, surface_hash = None, None
+    if data.surface:
+        surface_path = resolve_data_path(data.surface, strategy_file, "surface")
+        surface, surface_hash = load_surface(surface_path), file_digest(surface_path)
+    lp_flows, lp_hash = None, None
+    if strategy.lp.flows:
+        lp_path = resolve_data_path(strategy.lp.flows, strategy_file, "flows", section="lp")
+        lp_flows, lp_hash = load_lp_flows(lp_path), file_digest(lp_path)
     run_facts = {
         "engine_version": ENGINE_VERSION,
         "market_sha256": file_digest(market_path),
         "flow_sha256": flow_hash,
+        "surface_sha256": surface_hash,
+        "lp_flows_sha256": lp_hash,
         "seed": strategy.flow.seed,
     }
     if run_id is None:
@@ -217,7 +244,9 @@ def prepare(
         run_id = f"{strategy.name}-{digest[:10]}"
     run_facts |= {"market_file": str(market_path), "run_id": run_id}
     end_ns = int(end.timestamp() * 1e9) if end else None
-    return assemble(strategy, mkt, flow_frame, end_ns, run_id, run_facts)
+    return assemble(
+        strategy, mkt, flow_frame, end_ns, run_id, run_facts, surface=surface, lp_flows=lp_flows
+    )
 
 
 def assemble(
@@ -227,13 +256,28 @@ def assemble(
     end_ns: int | None = None,
     run_id: str = "in-memory",
     run_facts: dict[str, Any] | None = None,
+    surface: Surface | None = None,
+    lp_flows: pl.DataFrame | None = None,
 ) -> Prepared:
     """Validated market + flow (None = synthetic) -> everything the kernel needs."""
     if flow is None:
         flow = validate_flow(synthetic_flow(strategy, market), "synthetic flow")
     aligned = align_flow(flow, market, end_ns)
+    lp_flows = no_lp_flows() if lp_flows is None else lp_flows
+    if end_ns is not None:
+        lp_flows = lp_flows.filter(pl.col("ts") < end_ns)
     resolved = {"strategy": strategy.model_dump(mode="json"), "run": run_facts or {}}
-    return Prepared(strategy, market, flow, aligned, params_from(strategy), run_id, resolved)
+    return Prepared(
+        strategy,
+        market,
+        flow,
+        aligned,
+        params_from(strategy),
+        run_id,
+        resolved,
+        surface or no_surface(),
+        align_lp_flows(lp_flows, market),
+    )
 
 
 @dataclass
@@ -254,25 +298,35 @@ def simulate(prep: Prepared, on_batch: Callable[[int, int], None] | None = None)
     hedges = np.zeros(n_ticks, HEDGE_DTYPE)
     series = np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE)
     n_hedges = np.zeros(n_paths, np.int64)
+    series_arrays = (
+        fl.series_expiry,
+        fl.series_strike,
+        fl.series_kind,
+        fl.series_expiry_id,
+        fl.series_strike_id,
+    )
+    surf = prep.surface
+    surface = (surf.tenors, surf.log_moneyness, surf.vols)
+    snapshot = surf.snapshot_at(mkt.ts)
     for first in range(0, n_paths, PATHS_PER_BATCH):
         last = min(first + PATHS_PER_BATCH, n_paths)
         a, b = mkt.offsets[first], mkt.offsets[last]
         fa, fb = fl.offsets[first], fl.offsets[last]
         n_hedges[first:last] = run_paths(
-            mkt.ts[a:b],
-            mkt.spot[a:b],
-            mkt.iv[a:b],
-            mkt.rate[a:b],
-            mkt.funding[a:b],
+            (
+                mkt.ts[a:b],
+                mkt.spot[a:b],
+                mkt.iv[a:b],
+                mkt.rate[a:b],
+                mkt.funding[a:b],
+                snapshot[a:b],
+            ),
             mkt.offsets[first : last + 1] - a,
-            fl.tick[fa:fb],
-            fl.series[fa:fb],
-            fl.side[fa:fb],
-            fl.size[fa:fb],
+            series_arrays,
+            surface,
+            (fl.tick[fa:fb], fl.series[fa:fb], fl.side[fa:fb], fl.size[fa:fb]),
             fl.offsets[first : last + 1] - fa,
-            fl.series_expiry,
-            fl.series_strike,
-            fl.series_kind,
+            (prep.lp_flows[0][first:last], prep.lp_flows[1]),
             prep.params,
             steps[a:b],
             trades[fa:fb],

@@ -159,7 +159,8 @@ STRATEGY_CASES = {
     "empty window": ('[data]\nstart = "2030-01-01"\n', ["no ticks in the window"]),
     "end before start": ('[data]\nstart = "2023-01-02"\nend = "2023-01-01"\n', ["[data] end"]),
     "missing market": ('[data]\nmarket = "nowhere.parquet"\n', ["[data] market", "not found"]),
-    "not yet built": ("[pricing]\niv_impact = 0.1\n", ["[pricing] iv_impact", "not supported"]),
+    "missing lp flows": ('[lp]\nflows = "nowhere.parquet"\n', ["[lp] flows", "not found"]),
+    "missing surface": ('[data]\nsurface = "nowhere.parquet"\n', ["[data] surface", "not found"]),
 }
 
 

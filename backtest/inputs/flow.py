@@ -86,6 +86,8 @@ class AlignedFlow:
     series_expiry: np.ndarray  # int64 ns
     series_strike: np.ndarray
     series_kind: np.ndarray  # float64 +1/-1
+    series_expiry_id: np.ndarray  # int64: series sharing an expiry share inventory impact
+    series_strike_id: np.ndarray  # int64: same for (expiry, strike), calls and puts alike
 
 
 def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None) -> AlignedFlow:
@@ -122,4 +124,10 @@ def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None) -> Aligne
         series_expiry=keys["expiry"].to_numpy().astype(np.int64),
         series_strike=keys["strike"].to_numpy().astype(np.float64),
         series_kind=keys["kind"].to_numpy().astype(np.float64),
+        series_expiry_id=keys["expiry"].rank("dense").to_numpy().astype(np.int64) - 1,
+        series_strike_id=keys.select(pl.struct("expiry", "strike").rank("dense"))
+        .to_series()
+        .to_numpy()
+        .astype(np.int64)
+        - 1,
     )

@@ -1,8 +1,11 @@
 """The event loop: one market path through the pool, tick by tick, in DESIGN.md's order.
 
-Mark -> settle -> fund -> trade -> hedge -> risk -> record. Every money movement lands in exactly
-one pnl_* component, so nav[t] - nav[t-1] == pnl_total[t] + lp_flow[t] holds to rounding; the
-tests recompute NAV from the book and check it.
+Mark -> settle -> fund -> trade -> hedge -> risk -> LP flows -> record. Every money movement lands
+in exactly one pnl_* component or in lp_flow, so nav[t] - nav[t-1] == pnl_total[t] + lp_flow[t]
+holds to rounding; the tests rebuild NAV from trades, hedges and payouts and check it.
+
+Scalar account state lives in two small arrays (`acct` floats, `ist` integers) so each step is
+its own kernel function that updates them in place.
 """
 
 import math
@@ -12,17 +15,20 @@ from numba import njit, prange
 
 from backtest.kernel import collateral, hedge, slippage
 from backtest.kernel.bs import bs_greeks
+from backtest.kernel.surface import surface_vol
 from backtest.kernel.types import (
     COLLATERAL,
     INSTRUMENT,
     N_SCENARIOS,
     POLICY,
+    REJECT_HALTED,
     REJECT_INSOLVENT,
     REJECT_NONE,
     REJECT_UTILISATION,
 )
 
 NS_PER_YEAR = 365.0 * 86_400.0 * 1e9
+NS_PER_HOUR = 3_600.0 * 1e9
 MIN_VOL = 0.01  # floor of the smile, so a steep skew never prices at zero vol
 DUST = 1e-9  # positions smaller than this (contracts) are closed out
 DYNAMIC = COLLATERAL["dynamic"]
@@ -31,7 +37,7 @@ NO_POLICY = POLICY["none"]
 
 # Columns of the per-series valuation cache.
 PRICE, DELTA, GAMMA, VEGA, THETA, VANNA, VOLGA, SIGMA = range(8)
-# Indices of the per-tick PnL accumulator (same order as types.PNL_COMPONENTS).
+# The per-tick PnL accumulator, in the order of types.PNL_COMPONENTS.
 (
     P_DELTA,
     P_GAMMA,
@@ -47,21 +53,56 @@ PRICE, DELTA, GAMMA, VEGA, THETA, VANNA, VOLGA, SIGMA = range(8)
     P_LIQUIDATION,
 ) = range(12)
 N_PNL = 12
+# Float account state.
+(
+    CASH,
+    UNITS,
+    NAV,
+    REQ,
+    FREE_PREV,
+    BOOK_VALUE,
+    BOOK_DELTA,
+    BOOK_GAMMA,
+    BOOK_VEGA,
+    SHARES,
+    PEAK_NPS,
+    RUN_LEVEL,
+    LP_FLOW,
+) = range(13)
+N_ACCT = 13
+# Integer state.
+N_LIVE, FLOW_AT, N_HEDGES, LAST_BUCKET, INSOLVENT, HALT_UNTIL, TRADED, HALTED = range(8)
+WQ_HEAD, WQ_TAIL, CB_FROM, LP_AT = range(8, 12)
+N_IST = 12
 
 
 @njit(cache=True)
-def series_vol(atm_vol, spot, strike, tau, rate, p):
-    """Smile around the ATM vol in log-moneyness ln(K/F)."""
-    k = math.log(strike / (spot * math.exp(rate * max(tau, 0.0))))
-    return max(atm_vol + p.skew_slope * k + p.smile_curvature * k * k, MIN_VOL)
+def series_vol(i, t, mk, ser, surf, impact, p):
+    """Vol of series i at tick t: the surface (or ATM iv + smile) plus inventory impact."""
+    ts, spot, iv, rate, _, surf_idx = mk
+    expiry, strike, _, expiry_id, strike_id = ser
+    tenors, ks, vols = surf
+    imp_expiry, imp_strike = impact
+    tau = (expiry[i] - ts[t]) / NS_PER_YEAR
+    k = math.log(strike[i] / (spot[t] * math.exp(rate[t] * max(tau, 0.0))))
+    snap = surf_idx[t]
+    if snap >= 0:
+        base = surface_vol(vols[snap], tenors, ks, max(tau, 1e-9), k)
+    else:
+        base = iv[t] + p.skew_slope * k + p.smile_curvature * k * k
+    return max(base + imp_expiry[expiry_id[i]] + imp_strike[strike_id[i]], MIN_VOL)
 
 
 @njit(cache=True)
-def value_series(val, i, kind, strike, expiry_ns, ts_ns, spot, atm_vol, rate, p):
-    """Revalue series i at this tick into val[i]; returns its new vol."""
-    tau = (expiry_ns - ts_ns) / NS_PER_YEAR
-    vol = series_vol(atm_vol, spot, strike, tau, rate, p)
-    price, delta, gamma, vega, theta, vanna, volga = bs_greeks(kind, spot, strike, tau, vol, rate)
+def value_series(val, i, t, mk, ser, surf, impact, p):
+    """Revalue series i at tick t into val[i]."""
+    ts, spot, _, rate, _, _ = mk
+    expiry, strike, kind, _, _ = ser
+    vol = series_vol(i, t, mk, ser, surf, impact, p)
+    tau = (expiry[i] - ts[t]) / NS_PER_YEAR
+    price, delta, gamma, vega, theta, vanna, volga = bs_greeks(
+        kind[i], spot[t], strike[i], tau, vol, rate[t]
+    )
     val[i, PRICE] = price
     val[i, DELTA] = delta
     val[i, GAMMA] = gamma
@@ -70,492 +111,676 @@ def value_series(val, i, kind, strike, expiry_ns, ts_ns, spot, atm_vol, rate, p)
     val[i, VANNA] = vanna
     val[i, VOLGA] = volga
     val[i, SIGMA] = vol
-    return vol
 
 
 @njit(cache=True)
-def run_path(
-    ts,
-    spot,
-    iv,
-    rate,
-    funding,
-    flow_tick,
-    flow_series,
-    flow_side,
-    flow_size,
-    ser_expiry,
-    ser_strike,
-    ser_kind,
-    p,
-    steps,
-    trades,
-    hedges,
-    series_out,
-):
-    """Run one path; fills steps[n_ticks], trades[n_flow], series_out[n_series] and the first
-    n_hedges rows of hedges (capacity n_ticks: at most one fill per tick). Returns n_hedges."""
-    n_ticks = ts.shape[0]
-    n_series = ser_expiry.shape[0]
-    n_flow = flow_tick.shape[0]
+def drop_live(live, ist, i):
+    for j in range(ist[N_LIVE]):
+        if live[j] == i:
+            ist[N_LIVE] -= 1
+            live[j] = live[ist[N_LIVE]]
+            return
+
+
+@njit(cache=True)
+def mark(t, mk, ser, surf, impact, qty, val, val_tick, live, acct, ist, pnl, series_out, p):
+    """Step 1: revalue the book held since t-1 and attribute the move, series by series."""
+    ts, spot, _, _, _, _ = mk
+    dt = (ts[t] - ts[t - 1]) / NS_PER_YEAR
+    ds = spot[t] - spot[t - 1]
+    units = acct[UNITS]
+    pnl[P_DELTA] += units * ds
+    if p.instrument == PERP:
+        acct[CASH] += units * ds  # variation margin settles the perp's move in cash
+    if p.iv_impact > 0.0 or p.skew_impact > 0.0:
+        decay = 0.5 ** ((ts[t] - ts[t - 1]) / NS_PER_HOUR / p.impact_half_life)
+        impact[0][:] *= decay
+        impact[1][:] *= decay
+    for j in range(ist[N_LIVE]):
+        i = live[j]
+        q = qty[i]
+        old_price = val[i, PRICE]
+        d_ = val[i, DELTA]
+        g_ = val[i, GAMMA]
+        v_ = val[i, VEGA]
+        th_ = val[i, THETA]
+        va_ = val[i, VANNA]
+        vo_ = val[i, VOLGA]
+        old_vol = val[i, SIGMA]
+        value_series(val, i, t, mk, ser, surf, impact, p)
+        val_tick[i] = t
+        dv = val[i, SIGMA] - old_vol
+        c_delta = q * d_ * ds
+        c_gamma = 0.5 * q * g_ * ds * ds
+        c_vega = q * v_ * dv
+        c_theta = q * th_ * dt
+        c_vanna = q * va_ * ds * dv
+        c_volga = 0.5 * q * vo_ * dv * dv
+        c_res = q * (val[i, PRICE] - old_price) - (
+            c_delta + c_gamma + c_vega + c_theta + c_vanna + c_volga
+        )
+        pnl[P_DELTA] += c_delta
+        pnl[P_GAMMA] += c_gamma
+        pnl[P_VEGA] += c_vega
+        pnl[P_THETA] += c_theta
+        pnl[P_VANNA] += c_vanna
+        pnl[P_VOLGA] += c_volga
+        pnl[P_RESIDUAL] += c_res
+        out = series_out[i]
+        out.pnl_delta += c_delta
+        out.pnl_gamma += c_gamma
+        out.pnl_vega += c_vega
+        out.pnl_theta += c_theta
+        out.pnl_vanna += c_vanna
+        out.pnl_volga += c_volga
+        out.pnl_residual += c_res
+
+
+@njit(cache=True)
+def settle(t, mk, ser, qty, val, live, acct, ist):
+    """Step 2: expired series pay intrinsic at spot[t], which is already their mark."""
+    ts = mk[0]
+    expiry = ser[0]
+    j = ist[N_LIVE] - 1
+    while j >= 0:
+        i = live[j]
+        if expiry[i] <= ts[t]:
+            acct[CASH] += qty[i] * val[i, PRICE]
+            qty[i] = 0.0
+            ist[N_LIVE] -= 1
+            live[j] = live[ist[N_LIVE]]
+        j -= 1
+
+
+@njit(cache=True)
+def fund(t, mk, acct, pnl, p):
+    """Step 3: idle yield on free capital and perp funding over (t-1, t]."""
+    ts, spot, _, _, funding, _ = mk
+    dt = (ts[t] - ts[t - 1]) / NS_PER_YEAR
+    interest = p.idle_yield * max(acct[FREE_PREV], 0.0) * dt
+    paid = -acct[UNITS] * spot[t - 1] * funding[t - 1] * dt if p.instrument == PERP else 0.0
+    acct[CASH] += interest + paid
+    pnl[P_INTEREST] += interest
+    pnl[P_FUNDING] += paid
+
+
+@njit(cache=True)
+def book_state(t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, p):
+    """NAV, book greeks and collateral requirement of the book at t (scenario PnLs if dynamic)."""
+    ts, spot, _, rate, _, _ = mk
+    expiry, strike, kind, _, _ = ser
+    s_t = spot[t]
     dynamic = p.collateral == DYNAMIC
-    perp = p.instrument == PERP
-
-    qty = np.zeros(n_series)
-    val = np.zeros((n_series, 8))
-    val_tick = np.full(n_series, -1, np.int64)
-    live = np.empty(n_series, np.int64)
-    n_live = 0
-    scen = np.zeros((n_series, N_SCENARIOS))
-    scen_pnl = np.zeros(N_SCENARIOS)
-    extra = np.zeros(N_SCENARIOS)
-    pnl = np.zeros(N_PNL)
-    slots = p.latency + 1
-    pending = np.zeros(slots)
-    pending_reason = np.zeros(slots, np.int8)
-
-    cash = p.initial_capital
-    units = 0.0  # hedge position in underlying
-    nav = cash
-    free_prev = cash
-    insolvent = False
-    n_hedges = 0
-    fi = 0
-    last_bucket = -1
-
-    for t in range(n_ticks):
-        s_t = spot[t]
-        r_t = rate[t]
-        now = ts[t]
-        pnl[:] = 0.0
-
-        # 1. Mark: attribute the move since t-1 on the book held since t-1.
-        if t > 0:
-            dt = (now - ts[t - 1]) / NS_PER_YEAR
-            ds = s_t - spot[t - 1]
-            pnl[P_DELTA] += units * ds
-            if perp:
-                cash += units * ds  # variation margin settles the perp's move in cash
-            for j in range(n_live):
-                i = live[j]
-                q = qty[i]
-                old_price = val[i, PRICE]
-                d_ = val[i, DELTA]
-                g_ = val[i, GAMMA]
-                v_ = val[i, VEGA]
-                th_ = val[i, THETA]
-                va_ = val[i, VANNA]
-                vo_ = val[i, VOLGA]
-                old_vol = val[i, SIGMA]
-                vol = value_series(
-                    val, i, ser_kind[i], ser_strike[i], ser_expiry[i], now, s_t, iv[t], r_t, p
-                )
-                val_tick[i] = t
-                dv = vol - old_vol
-                c_delta = q * d_ * ds
-                c_gamma = 0.5 * q * g_ * ds * ds
-                c_vega = q * v_ * dv
-                c_theta = q * th_ * dt
-                c_vanna = q * va_ * ds * dv
-                c_volga = 0.5 * q * vo_ * dv * dv
-                c_res = q * (val[i, PRICE] - old_price) - (
-                    c_delta + c_gamma + c_vega + c_theta + c_vanna + c_volga
-                )
-                pnl[P_DELTA] += c_delta
-                pnl[P_GAMMA] += c_gamma
-                pnl[P_VEGA] += c_vega
-                pnl[P_THETA] += c_theta
-                pnl[P_VANNA] += c_vanna
-                pnl[P_VOLGA] += c_volga
-                pnl[P_RESIDUAL] += c_res
-                out = series_out[i]
-                out.pnl_delta += c_delta
-                out.pnl_gamma += c_gamma
-                out.pnl_vega += c_vega
-                out.pnl_theta += c_theta
-                out.pnl_vanna += c_vanna
-                out.pnl_volga += c_volga
-                out.pnl_residual += c_res
-
-            # 2. Settle: expired series pay intrinsic at spot[t] (already their mark).
-            j = n_live - 1
-            while j >= 0:
-                i = live[j]
-                if ser_expiry[i] <= now:
-                    cash += qty[i] * val[i, PRICE]
-                    qty[i] = 0.0
-                    n_live -= 1
-                    live[j] = live[n_live]
-                j -= 1
-
-            # 3. Fund: idle yield on free capital, perp funding, over (t-1, t].
-            interest = p.idle_yield * max(free_prev, 0.0) * dt
-            fund = -units * spot[t - 1] * funding[t - 1] * dt if perp else 0.0
-            cash += interest + fund
-            pnl[P_INTEREST] += interest
-            pnl[P_FUNDING] += fund
-
-        # Book state at t before trading.
-        book_value = 0.0
-        book_delta = 0.0
-        book_gamma = 0.0
-        book_vega = 0.0
-        requirement = 0.0
+    value = 0.0
+    delta = 0.0
+    gamma = 0.0
+    vega = 0.0
+    requirement = 0.0
+    if dynamic:
+        scen_pnl[:] = 0.0
+        collateral.hedge_scenario_pnl(scen_pnl, acct[UNITS], s_t, p)
+    for j in range(ist[N_LIVE]):
+        i = live[j]
+        q = qty[i]
+        value += q * val[i, PRICE]
+        delta += q * val[i, DELTA]
+        gamma += q * val[i, GAMMA]
+        vega += q * val[i, VEGA]
         if dynamic:
-            scen_pnl[:] = 0.0
-            collateral.hedge_scenario_pnl(scen_pnl, units, s_t, p)
-        for j in range(n_live):
-            i = live[j]
-            q = qty[i]
-            book_value += q * val[i, PRICE]
-            book_delta += q * val[i, DELTA]
-            book_gamma += q * val[i, GAMMA]
-            book_vega += q * val[i, VEGA]
+            tau = (expiry[i] - ts[t]) / NS_PER_YEAR
+            collateral.scenario_prices(
+                scen[i], kind[i], s_t, strike[i], tau, val[i, SIGMA], rate[t], p
+            )
+            for s in range(N_SCENARIOS):
+                scen_pnl[s] += q * (scen[i, s] - val[i, PRICE])
+        else:
+            requirement += collateral.full_requirement(q, kind[i], strike[i], s_t, val[i, PRICE])
+    if dynamic:
+        requirement = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
+    acct[BOOK_VALUE] = value
+    acct[BOOK_DELTA] = delta
+    acct[BOOK_GAMMA] = gamma
+    acct[BOOK_VEGA] = vega
+    acct[REQ] = requirement
+    acct[NAV] = acct[CASH] + value + (0.0 if p.instrument == PERP else acct[UNITS] * s_t)
+
+
+@njit(cache=True)
+def circuit_breaker(t, mk, log_iv_sum, acct, ist, p):
+    """Halt new flow for cb_hours when iv strays from its trailing geometric mean by more than
+    cb_iv_move (vol points), or when free capital falls below cb_min_free x NAV."""
+    ts, _, iv, _, _, _ = mk
+    window = p.cb_hours * NS_PER_HOUR
+    if p.cb_iv_move > 0.0:
+        while ist[CB_FROM] < t and ts[ist[CB_FROM]] < ts[t] - window:
+            ist[CB_FROM] += 1
+        n = t - ist[CB_FROM]
+        if n > 0:
+            mean = math.exp((log_iv_sum[t] - log_iv_sum[ist[CB_FROM]]) / n)
+            if abs(iv[t] - mean) > p.cb_iv_move:
+                ist[HALT_UNTIL] = ts[t] + np.int64(window)
+    free = (acct[NAV] - acct[REQ]) / acct[NAV] if acct[NAV] > 0.0 else 0.0
+    if p.cb_min_free > 0.0 and free < p.cb_min_free:
+        ist[HALT_UNTIL] = ts[t] + np.int64(window)
+    ist[HALTED] = 1 if ts[t] < ist[HALT_UNTIL] else 0
+
+
+@njit(cache=True)
+def trade(
+    t,
+    mk,
+    ser,
+    surf,
+    impact,
+    flow,
+    qty,
+    val,
+    val_tick,
+    live,
+    scen,
+    scen_pnl,
+    extra,
+    acct,
+    ist,
+    pnl,
+    trades,
+    series_out,
+    p,
+):
+    """Step 4: fill the flow rows of this tick at its marks plus fees, under the collateral cap.
+
+    Inventory impact from these fills moves marks from the next tick on.
+    """
+    ts, spot, _, rate, _, _ = mk
+    expiry, strike, kind, expiry_id, strike_id = ser
+    f_tick, f_series, f_side, f_size = flow
+    dynamic = p.collateral == DYNAMIC
+    s_t = spot[t]
+    ist[TRADED] = 0
+    while ist[FLOW_AT] < f_tick.shape[0] and f_tick[ist[FLOW_AT]] == t:
+        fi = ist[FLOW_AT]
+        ist[FLOW_AT] += 1
+        i = f_series[fi]
+        side = f_side[fi]
+        size = f_size[fi]
+        if val_tick[i] != t:
+            value_series(val, i, t, mk, ser, surf, impact, p)
+            val_tick[i] = t
+        mark_ = val[i, PRICE]
+        direction = -side  # the pool takes the other side
+        rec = trades[fi]
+        rec.ts = ts[t]
+        rec.series = i
+        rec.side = side
+        rec.size = size
+        rec.spot = s_t
+        rec.iv = val[i, SIGMA]
+        rec.mark = mark_
+        rec.vega = val[i, VEGA]
+        nav = acct[NAV]
+        filled = 0.0
+        if ist[INSOLVENT] == 1 or nav <= 0.0:
+            rec.reject_reason = REJECT_INSOLVENT
+        elif ist[HALTED] == 1:
+            rec.reject_reason = REJECT_HALTED
+        else:
+            budget = max(p.max_utilisation * nav, acct[REQ])
             if dynamic:
-                tau = (ser_expiry[i] - now) / NS_PER_YEAR
+                tau = (expiry[i] - ts[t]) / NS_PER_YEAR
                 collateral.scenario_prices(
-                    scen[i], ser_kind[i], s_t, ser_strike[i], tau, val[i, SIGMA], r_t, p
+                    scen[i], kind[i], s_t, strike[i], tau, val[i, SIGMA], rate[t], p
                 )
                 for s in range(N_SCENARIOS):
-                    scen_pnl[s] += q * (scen[i, s] - val[i, PRICE])
+                    extra[s] = direction * (scen[i, s] - mark_)
+                filled = collateral.dynamic_fill(scen_pnl, extra, size, budget, p)
             else:
-                requirement += collateral.full_requirement(
-                    q, ser_kind[i], ser_strike[i], s_t, val[i, PRICE]
+                before = collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
+                filled = collateral.full_fill(
+                    qty[i],
+                    direction,
+                    size,
+                    kind[i],
+                    strike[i],
+                    s_t,
+                    mark_,
+                    budget - (acct[REQ] - before),
                 )
-        nav = cash + book_value + (0.0 if perp else units * s_t)
+            rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
+        rec.filled = filled
+        if filled <= 0.0:
+            continue
+        dq = direction * filled
+        book_vega = acct[BOOK_VEGA]
+        trade_vega = dq * val[i, VEGA]
+        fee = filled * (p.base_fee * mark_ + p.spot_fee * s_t)
+        vega_fee = 0.0
+        if abs(book_vega + trade_vega) > abs(book_vega):
+            vega_fee = p.vega_fee * abs(book_vega + trade_vega) / nav * abs(trade_vega)
+        fee = max(fee + vega_fee, p.min_fee * filled)
+        if side < 0:
+            fee = min(fee, filled * mark_)  # a seller never pays to sell
+        premium = side * filled * mark_ + fee
+        acct[CASH] += premium
+        was_open = qty[i] != 0.0
         if dynamic:
-            requirement = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
-
-        # 4. Trade: flow rows in [ts[t], ts[t+1]) at this tick's market.
-        traded = False
-        while fi < n_flow and flow_tick[fi] == t:
-            i = flow_series[fi]
-            side = flow_side[fi]
-            size = flow_size[fi]
-            if val_tick[i] != t:
-                value_series(
-                    val, i, ser_kind[i], ser_strike[i], ser_expiry[i], now, s_t, iv[t], r_t, p
-                )
-                val_tick[i] = t
-            mark = val[i, PRICE]
-            direction = -side  # the pool takes the other side
-            rec = trades[fi]
-            rec.ts = now
-            rec.series = i
-            rec.side = side
-            rec.size = size
-            rec.spot = s_t
-            rec.iv = val[i, SIGMA]
-            rec.mark = mark
-            filled = 0.0
-            if insolvent or nav <= 0.0:
-                rec.reject_reason = REJECT_INSOLVENT
-            else:
-                budget = max(p.max_utilisation * nav, requirement)
-                if dynamic:
-                    tau = (ser_expiry[i] - now) / NS_PER_YEAR
-                    collateral.scenario_prices(
-                        scen[i], ser_kind[i], s_t, ser_strike[i], tau, val[i, SIGMA], r_t, p
-                    )
-                    for s in range(N_SCENARIOS):
-                        extra[s] = direction * (scen[i, s] - mark)
-                    filled = collateral.dynamic_fill(scen_pnl, extra, size, budget, p)
-                else:
-                    before = collateral.full_requirement(
-                        qty[i], ser_kind[i], ser_strike[i], s_t, mark
-                    )
-                    filled = collateral.full_fill(
-                        qty[i],
-                        direction,
-                        size,
-                        ser_kind[i],
-                        ser_strike[i],
-                        s_t,
-                        mark,
-                        budget - (requirement - before),
-                    )
-                rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
-            rec.filled = filled
-            fee = 0.0
-            premium = 0.0
-            if filled > 0.0:
-                dq = direction * filled
-                trade_vega = dq * val[i, VEGA]
-                fee = filled * (p.base_fee * mark + p.spot_fee * s_t)
-                if abs(book_vega + trade_vega) > abs(book_vega):
-                    fee += p.vega_fee * abs(book_vega + trade_vega) / nav * abs(trade_vega)
-                fee = max(fee, p.min_fee * filled)
-                if side < 0:
-                    fee = min(fee, filled * mark)  # a seller never pays to sell
-                premium = side * filled * mark + fee
-                cash += premium
-                was_open = qty[i] != 0.0
-                if dynamic:
-                    for s in range(N_SCENARIOS):
-                        scen_pnl[s] += filled * extra[s]
-                else:
-                    requirement -= collateral.full_requirement(
-                        qty[i], ser_kind[i], ser_strike[i], s_t, mark
-                    )
-                qty[i] += dq
-                if abs(qty[i]) < DUST:
-                    # Closing dust at its mark moves value into cash: NAV is unchanged.
-                    cash += qty[i] * mark
-                    qty[i] = 0.0
-                if not dynamic:
-                    requirement += collateral.full_requirement(
-                        qty[i], ser_kind[i], ser_strike[i], s_t, mark
-                    )
-                if not was_open and qty[i] != 0.0:
-                    live[n_live] = i
-                    n_live += 1
-                elif was_open and qty[i] == 0.0:
-                    for j in range(n_live):
-                        if live[j] == i:
-                            n_live -= 1
-                            live[j] = live[n_live]
-                            break
-                book_delta += dq * val[i, DELTA]
-                book_gamma += dq * val[i, GAMMA]
-                book_vega += trade_vega
-                pnl[P_FEES] += fee
-                nav += fee
-                series_out[i].volume += filled
-                series_out[i].fees += fee
-                traded = True
-            rec.fee = fee
-            rec.premium = premium
-            fi += 1
+            for s in range(N_SCENARIOS):
+                scen_pnl[s] += filled * extra[s]
+        else:
+            acct[REQ] -= collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
+        qty[i] += dq
+        if abs(qty[i]) < DUST:
+            acct[CASH] += qty[i] * mark_  # closing dust at its mark leaves NAV unchanged
+            qty[i] = 0.0
         if dynamic:
-            requirement = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
-
-        # 5. Hedge: fill what was decided `latency` ticks ago, then decide.
-        if p.policy != NO_POLICY:
-            slot = t % slots
-            order = pending[slot]
-            reason = pending_reason[slot]
-            pending[slot] = 0.0
-            bucket = now // p.interval_ns
-            in_flight = 0.0
-            for k in range(slots):
-                in_flight += pending[k]
-            decided = hedge.decide(
-                book_delta + units + order + in_flight,
-                s_t,
-                iv[t],
-                nav,
-                book_gamma,
-                traded,
-                bucket != last_bucket,
-                p,
-            )
-            last_bucket = bucket
-            if decided != 0.0:
-                decided = hedge.capped(decided, units + order + in_flight, s_t, p)
-            if p.latency == 0:
-                order = decided
-                reason = p.policy
-            elif decided != 0.0:
-                pending[(t + p.latency) % slots] += decided
-                pending_reason[(t + p.latency) % slots] = p.policy
-            if order != 0.0:
-                filled, price, slip, gas, mev = slippage.execute(order, s_t, iv[t], p)
-                cost = slip + gas + mev
-                cash -= cost + (0.0 if perp else filled * s_t)
-                units += filled
-                pnl[P_HEDGE_COST] -= cost
-                nav -= cost
-                if dynamic:
-                    collateral.hedge_scenario_pnl(scen_pnl, filled, s_t, p)
-                    requirement = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
-                h = hedges[n_hedges]
-                h.ts = now
-                h.qty = filled
-                h.spot = s_t
-                h.exec_price = price
-                h.slippage_cost = slip
-                h.gas_cost = gas
-                h.mev_cost = mev
-                h.reason = reason
-                n_hedges += 1
-
-        # 6. Risk: dynamic-mode liquidation, then insolvency.
-        if dynamic and nav > 0.0 and requirement > p.liquidation_threshold * nav:
-            requirement, nav, cash = liquidate(
-                qty,
-                val,
-                scen,
-                scen_pnl,
-                extra,
-                live,
-                n_live,
-                requirement,
-                nav,
-                cash,
-                pnl,
-                series_out,
-                p,
-            )
-            for j in range(n_live - 1, -1, -1):
-                i = live[j]
-                if qty[i] == 0.0:
-                    n_live -= 1
-                    live[j] = live[n_live]
-            book_delta = 0.0
-            book_gamma = 0.0
-            book_vega = 0.0
-            for j in range(n_live):
-                i = live[j]
-                book_delta += qty[i] * val[i, DELTA]
-                book_gamma += qty[i] * val[i, GAMMA]
-                book_vega += qty[i] * val[i, VEGA]
-        if nav <= 0.0:
-            insolvent = True
-
-        # 7. Record.
-        book_theta = 0.0
-        for j in range(n_live):
-            book_theta += qty[live[j]] * val[live[j], THETA]
-        st = steps[t]
-        st.ts = now
-        st.spot = s_t
-        st.iv = iv[t]
-        st.nav = nav
-        st.cash = cash
-        st.hedge_units = units
-        st.book_delta = book_delta
-        st.net_delta = book_delta + units
-        st.book_gamma = book_gamma
-        st.book_vega = book_vega
-        st.book_theta = book_theta
-        st.collateral_required = requirement
-        st.utilisation = requirement / nav if nav > 0.0 else math.inf
-        st.pnl_delta = pnl[P_DELTA]
-        st.pnl_gamma = pnl[P_GAMMA]
-        st.pnl_vega = pnl[P_VEGA]
-        st.pnl_theta = pnl[P_THETA]
-        st.pnl_vanna = pnl[P_VANNA]
-        st.pnl_volga = pnl[P_VOLGA]
-        st.pnl_residual = pnl[P_RESIDUAL]
-        st.pnl_fees = pnl[P_FEES]
-        st.pnl_hedge_cost = pnl[P_HEDGE_COST]
-        st.pnl_funding = pnl[P_FUNDING]
-        st.pnl_interest = pnl[P_INTEREST]
-        st.pnl_liquidation = pnl[P_LIQUIDATION]
-        total = 0.0
-        for k in range(N_PNL):
-            total += pnl[k]
-        st.pnl_total = total
-        st.lp_flow = 0.0
-        st.n_live_series = n_live
-        st.insolvent = 1 if insolvent else 0
-        free_prev = nav - requirement
-    return n_hedges
+            acct[REQ] = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
+        else:
+            acct[REQ] += collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
+        if not was_open and qty[i] != 0.0:
+            live[ist[N_LIVE]] = i
+            ist[N_LIVE] += 1
+        elif was_open and qty[i] == 0.0:
+            drop_live(live, ist, i)
+        acct[BOOK_VALUE] += dq * mark_
+        acct[BOOK_DELTA] += dq * val[i, DELTA]
+        acct[BOOK_GAMMA] += dq * val[i, GAMMA]
+        acct[BOOK_VEGA] += trade_vega
+        acct[NAV] += fee
+        pnl[P_FEES] += fee
+        impact[0][expiry_id[i]] += side * filled / p.standard_size * p.iv_impact
+        impact[1][strike_id[i]] += side * filled / p.standard_size * p.skew_impact
+        series_out[i].volume += filled
+        series_out[i].fees += fee
+        rec.fee = fee
+        rec.fee_vega = vega_fee
+        rec.premium = premium
+        ist[TRADED] = 1
 
 
 @njit(cache=True)
-def liquidate(
-    qty, val, scen, scen_pnl, extra, live, n_live, requirement, nav, cash, pnl, series_out, p
+def hedge_step(t, mk, pending, pending_reason, scen_pnl, extra, acct, ist, pnl, hedges, p):
+    """Step 5: fill what was decided `latency` ticks ago at this tick's price, then decide."""
+    ts, spot, iv, _, _, _ = mk
+    s_t = spot[t]
+    slots = pending.shape[0]
+    slot = t % slots
+    order = pending[slot]
+    reason = pending_reason[slot]
+    pending[slot] = 0.0
+    bucket = ts[t] // p.interval_ns
+    in_flight = pending.sum()
+    units = acct[UNITS]
+    decided = hedge.decide(
+        acct[BOOK_DELTA] + units + order + in_flight,
+        s_t,
+        iv[t],
+        acct[NAV],
+        acct[BOOK_GAMMA],
+        ist[TRADED] == 1,
+        bucket != ist[LAST_BUCKET],
+        p,
+    )
+    ist[LAST_BUCKET] = bucket
+    if decided != 0.0:
+        decided = hedge.capped(decided, units + order + in_flight, s_t, p)
+    if p.latency == 0:
+        order = decided
+        reason = p.policy
+    elif decided != 0.0:
+        later = (t + p.latency) % slots
+        pending[later] += decided
+        pending_reason[later] = p.policy
+    if order == 0.0:
+        return
+    filled, price, slip, gas, mev = slippage.execute(order, s_t, iv[t], p)
+    cost = slip + gas + mev
+    acct[CASH] -= cost + (0.0 if p.instrument == PERP else filled * s_t)
+    acct[UNITS] += filled
+    acct[NAV] -= cost
+    pnl[P_HEDGE_COST] -= cost
+    if p.collateral == DYNAMIC:
+        collateral.hedge_scenario_pnl(scen_pnl, filled, s_t, p)
+        acct[REQ] = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
+    h = hedges[ist[N_HEDGES]]
+    h.ts = ts[t]
+    h.qty = filled
+    h.spot = s_t
+    h.exec_price = price
+    h.slippage_cost = slip
+    h.gas_cost = gas
+    h.mev_cost = mev
+    h.reason = reason
+    ist[N_HEDGES] += 1
+
+
+@njit(cache=True)
+def _cover_cost(q, kind, strike, spot):
+    """What buying back one contract of a short frees under full collateral."""
+    return (spot if kind > 0 else strike) if q < 0.0 else 0.0
+
+
+@njit(cache=True)
+def shrink(
+    t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, pnl, series_out, reserve, p
 ):
-    """Buy back shorts at mark x (1 + penalty), riskiest first, until utilisation is back at
-    max_utilisation. Riskiest = largest loss in the scenario that sets the requirement."""
+    """Buy back shorts at mark x (1 + liquidation_penalty), riskiest first, until the requirement
+    fits max_utilisation x (NAV - reserve). Riskiest = the largest collateral user (full) or the
+    largest loss in the scenario that sets the requirement (dynamic)."""
+    spot = mk[1]
+    strike, kind = ser[1], ser[2]
+    s_t = spot[t]
+    dynamic = p.collateral == DYNAMIC
     target = p.max_utilisation
-    while nav > 0.0 and requirement > target * nav:
+    for _ in range(ist[N_LIVE] + 1):
+        nav = acct[NAV] - reserve
+        if nav <= 0.0 or acct[REQ] <= target * nav:
+            return
         worst = 0
         for s in range(N_SCENARIOS):
             if scen_pnl[s] < scen_pnl[worst]:
                 worst = s
         pick = -1
-        pick_loss = 0.0
-        for j in range(n_live):
+        pick_risk = 0.0
+        for j in range(ist[N_LIVE]):
             i = live[j]
-            if qty[i] < 0.0:
-                loss = qty[i] * (scen[i, worst] - val[i, PRICE])
-                if loss < pick_loss:
-                    pick_loss = loss
-                    pick = i
+            if qty[i] >= 0.0:
+                continue
+            if dynamic:
+                risk = -qty[i] * (scen[i, worst] - val[i, PRICE])
+            else:
+                risk = -qty[i] * _cover_cost(qty[i], kind[i], strike[i], s_t)
+            if risk > pick_risk:
+                pick_risk = risk
+                pick = i
         if pick < 0:
-            break
-        mark = val[pick, PRICE]
+            return
+        mark_ = val[pick, PRICE]
         short = -qty[pick]
-        for s in range(N_SCENARIOS):
-            extra[s] = scen[pick, s] - mark
-        # The penalty paid also lowers NAV, so the fit is checked on both; buy back the least
-        # that fits, or all of this series and move on to the next riskiest.
+        freed = _cover_cost(qty[pick], kind[pick], strike[pick], s_t)
+        if dynamic:
+            for s in range(N_SCENARIOS):
+                extra[s] = scen[pick, s] - mark_
+        # The least buyback that fits, or all of this series and on to the next riskiest.
         x = short
-        if _liquidation_fits(scen_pnl, extra, short, nav, mark, target, p):
+        if _fits(acct[REQ], scen_pnl, extra, short, freed, mark_, nav, dynamic, p):
             lo = 0.0
             for _ in range(collateral.BISECTIONS):
                 mid = 0.5 * (lo + x)
-                if _liquidation_fits(scen_pnl, extra, mid, nav, mark, target, p):
+                if _fits(acct[REQ], scen_pnl, extra, mid, freed, mark_, nav, dynamic, p):
                     x = mid
                 else:
                     lo = mid
-        penalty = x * mark * p.liquidation_penalty
-        cash -= x * mark + penalty
+        penalty = x * mark_ * p.liquidation_penalty
+        acct[CASH] -= x * mark_ + penalty
         qty[pick] += x
         if qty[pick] > -DUST:
-            cash += qty[pick] * mark
+            acct[CASH] += qty[pick] * mark_
             qty[pick] = 0.0
-        for s in range(N_SCENARIOS):
-            scen_pnl[s] += x * extra[s]
+            drop_live(live, ist, pick)
+        if dynamic:
+            for s in range(N_SCENARIOS):
+                scen_pnl[s] += x * extra[s]
+                extra[s] = 0.0
+            acct[REQ] = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
+        else:
+            acct[REQ] -= x * freed
+        acct[BOOK_VALUE] += x * mark_
+        acct[BOOK_DELTA] += x * val[pick, DELTA]
+        acct[BOOK_GAMMA] += x * val[pick, GAMMA]
+        acct[BOOK_VEGA] += x * val[pick, VEGA]
+        acct[NAV] -= penalty
         pnl[P_LIQUIDATION] -= penalty
         series_out[pick].pnl_liquidation -= penalty
         series_out[pick].volume += x
-        nav -= penalty
-        for s in range(N_SCENARIOS):
-            extra[s] = 0.0
-        requirement = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
-    return requirement, nav, cash
 
 
 @njit(cache=True)
-def _liquidation_fits(scen_pnl, extra, x, nav, mark, target, p):
-    req = collateral.dynamic_requirement(scen_pnl, extra, x, p)
-    return req <= target * (nav - x * mark * p.liquidation_penalty)
+def _fits(requirement, scen_pnl, extra, x, freed, mark_, nav, dynamic, p):
+    if dynamic:
+        after = collateral.dynamic_requirement(scen_pnl, extra, x, p)
+    else:
+        after = requirement - x * freed
+    return after <= p.max_utilisation * (nav - x * mark_ * p.liquidation_penalty)
+
+
+@njit(cache=True)
+def lp_step(
+    t, mk, ser, lp, queue, qty, val, live, scen, scen_pnl, extra, acct, ist, pnl, series_out, p
+):
+    """LP deposits and withdrawals at NAV per share; withdrawals wait withdrawal_delay, pay the
+    fee to the LPs who stay, and force the book to shrink when collateral would not fit."""
+    ts = mk[0]
+    lp_tick, lp_amount = lp
+    q_due, q_shares = queue
+    nps = acct[NAV] / acct[SHARES] if acct[SHARES] > 0.0 else 0.0
+    acct[LP_FLOW] = 0.0
+    n_rows = lp_tick.shape[0]
+    while ist[LP_AT] < n_rows and lp_tick[ist[LP_AT]] < t:  # rows before the window
+        ist[LP_AT] += 1
+    while ist[LP_AT] < n_rows and lp_tick[ist[LP_AT]] == t:
+        r = ist[LP_AT]
+        ist[LP_AT] += 1
+        if lp_amount[r] > 0.0:
+            if nps > 0.0:
+                acct[SHARES] += lp_amount[r] / nps
+                acct[CASH] += lp_amount[r]
+                acct[NAV] += lp_amount[r]
+                acct[LP_FLOW] += lp_amount[r]
+        elif nps > 0.0:
+            q_due[ist[WQ_TAIL]] = ts[t] + p.withdrawal_delay_ns
+            q_shares[ist[WQ_TAIL]] = -lp_amount[r] / nps
+            ist[WQ_TAIL] += 1
+    # The run rule: each further run_drawdown of drawdown in NAV per share sends run_fraction out.
+    if p.run_drawdown > 0.0 and nps > 0.0 and acct[SHARES] > 0.0:
+        if nps > acct[PEAK_NPS]:
+            acct[PEAK_NPS] = nps
+            acct[RUN_LEVEL] = p.run_drawdown
+        if 1.0 - nps / acct[PEAK_NPS] >= acct[RUN_LEVEL]:
+            q_due[ist[WQ_TAIL]] = ts[t] + p.withdrawal_delay_ns
+            q_shares[ist[WQ_TAIL]] = p.run_fraction * acct[SHARES]
+            ist[WQ_TAIL] += 1
+            acct[RUN_LEVEL] += p.run_drawdown
+    while ist[WQ_HEAD] < ist[WQ_TAIL] and q_due[ist[WQ_HEAD]] <= ts[t]:
+        shares = min(q_shares[ist[WQ_HEAD]], acct[SHARES])
+        ist[WQ_HEAD] += 1
+        nps = acct[NAV] / acct[SHARES] if acct[SHARES] > 0.0 else 0.0
+        value = shares * max(nps, 0.0)
+        payout = value * (1.0 - p.withdrawal_fee)
+        if payout <= 0.0:
+            continue
+        shrink(
+            t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, pnl, series_out, payout, p
+        )
+        payout = min(payout, max(acct[NAV], 0.0))
+        acct[SHARES] -= shares
+        acct[CASH] -= payout
+        acct[NAV] -= payout
+        acct[LP_FLOW] -= payout
+
+
+@njit(cache=True)
+def record(t, mk, qty, val, live, acct, ist, pnl, steps):
+    ts, spot, iv, _, _, _ = mk
+    theta = 0.0
+    for j in range(ist[N_LIVE]):
+        theta += qty[live[j]] * val[live[j], THETA]
+    nav = acct[NAV]
+    st = steps[t]
+    st.ts = ts[t]
+    st.spot = spot[t]
+    st.iv = iv[t]
+    st.nav = nav
+    st.cash = acct[CASH]
+    st.hedge_units = acct[UNITS]
+    st.book_delta = acct[BOOK_DELTA]
+    st.net_delta = acct[BOOK_DELTA] + acct[UNITS]
+    st.book_gamma = acct[BOOK_GAMMA]
+    st.book_vega = acct[BOOK_VEGA]
+    st.book_theta = theta
+    st.collateral_required = acct[REQ]
+    st.utilisation = acct[REQ] / nav if nav > 0.0 else math.inf
+    st.pnl_delta = pnl[P_DELTA]
+    st.pnl_gamma = pnl[P_GAMMA]
+    st.pnl_vega = pnl[P_VEGA]
+    st.pnl_theta = pnl[P_THETA]
+    st.pnl_vanna = pnl[P_VANNA]
+    st.pnl_volga = pnl[P_VOLGA]
+    st.pnl_residual = pnl[P_RESIDUAL]
+    st.pnl_fees = pnl[P_FEES]
+    st.pnl_hedge_cost = pnl[P_HEDGE_COST]
+    st.pnl_funding = pnl[P_FUNDING]
+    st.pnl_interest = pnl[P_INTEREST]
+    st.pnl_liquidation = pnl[P_LIQUIDATION]
+    total = 0.0
+    for k in range(N_PNL):
+        total += pnl[k]
+    st.pnl_total = total
+    st.lp_flow = acct[LP_FLOW]
+    st.shares = acct[SHARES]
+    st.nav_per_share = nav / acct[SHARES] if acct[SHARES] > 0.0 else 0.0
+    st.n_live_series = ist[N_LIVE]
+    st.insolvent = ist[INSOLVENT]
+    st.halted = ist[HALTED]
+
+
+@njit(cache=True)
+def run_path(mk, ser, surf, flow, lp, p, steps, trades, hedges, series_out):
+    """Run one path; fills steps[n_ticks], trades[n_flow], series_out[n_series] and the first
+    n_hedges rows of hedges (capacity n_ticks: at most one fill per tick). Returns n_hedges.
+
+    mk = (ts, spot, iv, rate, funding, surface snapshot index per tick); ser = (expiry, strike,
+    kind, expiry id, strike id) per series; surf = (tenors, log-moneyness, vols[snap, tenor, k]);
+    flow = (tick, series, side, size) in time order; lp = (tick, amount) of LP flows.
+    """
+    ts, _, iv, _, _, _ = mk
+    n_ticks = ts.shape[0]
+    n_series = ser[0].shape[0]
+    n_expiries = ser[3].max() + 1 if n_series else 0
+    n_strikes = ser[4].max() + 1 if n_series else 0
+    dynamic = p.collateral == DYNAMIC
+
+    qty = np.zeros(n_series)
+    val = np.zeros((n_series, 8))
+    val_tick = np.full(n_series, -1, np.int64)
+    live = np.empty(n_series, np.int64)
+    scen = np.zeros((n_series, N_SCENARIOS))
+    scen_pnl = np.zeros(N_SCENARIOS)
+    extra = np.zeros(N_SCENARIOS)
+    impact = (np.zeros(n_expiries), np.zeros(n_strikes))
+    pnl = np.zeros(N_PNL)
+    pending = np.zeros(p.latency + 1)
+    pending_reason = np.zeros(p.latency + 1, np.int8)
+    capacity = lp[0].shape[0] + n_ticks
+    queue = (np.zeros(capacity, np.int64), np.zeros(capacity))
+    log_iv_sum = np.zeros(n_ticks + 1)
+    for t in range(n_ticks):
+        log_iv_sum[t + 1] = log_iv_sum[t] + math.log(iv[t])
+
+    acct = np.zeros(N_ACCT)
+    ist = np.zeros(N_IST, np.int64)
+    acct[CASH] = p.initial_capital
+    acct[NAV] = p.initial_capital
+    acct[FREE_PREV] = p.initial_capital
+    acct[SHARES] = p.initial_capital  # one share = one unit of quote currency at the start
+    acct[PEAK_NPS] = 1.0
+    acct[RUN_LEVEL] = p.run_drawdown
+    ist[LAST_BUCKET] = -1
+    ist[HALT_UNTIL] = np.iinfo(np.int64).min
+
+    for t in range(n_ticks):
+        pnl[:] = 0.0
+        if t > 0:
+            mark(t, mk, ser, surf, impact, qty, val, val_tick, live, acct, ist, pnl, series_out, p)
+            settle(t, mk, ser, qty, val, live, acct, ist)
+            fund(t, mk, acct, pnl, p)
+        book_state(t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, p)
+        circuit_breaker(t, mk, log_iv_sum, acct, ist, p)
+        trade(
+            t,
+            mk,
+            ser,
+            surf,
+            impact,
+            flow,
+            qty,
+            val,
+            val_tick,
+            live,
+            scen,
+            scen_pnl,
+            extra,
+            acct,
+            ist,
+            pnl,
+            trades,
+            series_out,
+            p,
+        )
+        if p.policy != NO_POLICY:
+            hedge_step(t, mk, pending, pending_reason, scen_pnl, extra, acct, ist, pnl, hedges, p)
+        if dynamic and acct[NAV] > 0.0 and acct[REQ] > p.liquidation_threshold * acct[NAV]:
+            shrink(
+                t,
+                mk,
+                ser,
+                qty,
+                val,
+                live,
+                scen,
+                scen_pnl,
+                extra,
+                acct,
+                ist,
+                pnl,
+                series_out,
+                0.0,
+                p,
+            )
+        if acct[NAV] <= 0.0:
+            ist[INSOLVENT] = 1
+        lp_step(
+            t,
+            mk,
+            ser,
+            lp,
+            queue,
+            qty,
+            val,
+            live,
+            scen,
+            scen_pnl,
+            extra,
+            acct,
+            ist,
+            pnl,
+            series_out,
+            p,
+        )
+        record(t, mk, qty, val, live, acct, ist, pnl, steps)
+        acct[FREE_PREV] = acct[NAV] - acct[REQ]
+    return ist[N_HEDGES]
 
 
 @njit(cache=True, parallel=True)
 def run_paths(
-    ts,
-    spot,
-    iv,
-    rate,
-    funding,
-    tick_offsets,
-    flow_tick,
-    flow_series,
-    flow_side,
-    flow_size,
-    flow_offsets,
-    ser_expiry,
-    ser_strike,
-    ser_kind,
-    p,
-    steps,
-    trades,
-    hedges,
-    series_out,
+    mk, tick_offsets, ser, surf, flow, flow_offsets, lp, p, steps, trades, hedges, series_out
 ):
-    """Every path in parallel; path k writes only its own slices, so the result equals serial."""
+    """Every path in parallel; path k writes only its own slices, so the result equals serial.
+
+    LP flows apply to every path (their ticks are per path: lp[0] has one row per path)."""
+    ts, spot, iv, rate, funding, surf_idx = mk
+    f_tick, f_series, f_side, f_size = flow
+    lp_tick, lp_amount = lp
     n_paths = tick_offsets.shape[0] - 1
     n_hedges = np.zeros(n_paths, np.int64)
     for k in prange(n_paths):
         a, b = tick_offsets[k], tick_offsets[k + 1]
         fa, fb = flow_offsets[k], flow_offsets[k + 1]
         n_hedges[k] = run_path(
-            ts[a:b],
-            spot[a:b],
-            iv[a:b],
-            rate[a:b],
-            funding[a:b],
-            flow_tick[fa:fb],
-            flow_series[fa:fb],
-            flow_side[fa:fb],
-            flow_size[fa:fb],
-            ser_expiry,
-            ser_strike,
-            ser_kind,
+            (ts[a:b], spot[a:b], iv[a:b], rate[a:b], funding[a:b], surf_idx[a:b]),
+            ser,
+            surf,
+            (f_tick[fa:fb], f_series[fa:fb], f_side[fa:fb], f_size[fa:fb]),
+            (lp_tick[k], lp_amount),
             p,
             steps[a:b],
             trades[fa:fb],

@@ -15,8 +15,8 @@ INSTRUMENT = {"spot": 0, "perp": 1}
 REBALANCE = {"zero": 0, "edge": 1}
 
 # Why a flow row was not (fully) filled.
-REJECT_REASONS = ("", "utilisation", "insolvent")
-REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT = range(3)
+REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker")
+REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED = range(4)
 
 # Why a hedge traded: the policy that decided it (codes shared with POLICY).
 HEDGE_REASONS = {code: name for name, code in POLICY.items()}
@@ -62,8 +62,11 @@ STEP_DTYPE = np.dtype(
         *[(name, np.float64) for name in PNL_COMPONENTS],
         ("pnl_total", np.float64),
         ("lp_flow", np.float64),
+        ("shares", np.float64),
+        ("nav_per_share", np.float64),
         ("n_live_series", np.int64),
         ("insolvent", np.int8),
+        ("halted", np.int8),
     ]
 )
 
@@ -79,7 +82,9 @@ TRADE_DTYPE = np.dtype(
         ("spot", np.float64),
         ("iv", np.float64),
         ("mark", np.float64),
+        ("vega", np.float64),
         ("fee", np.float64),
+        ("fee_vega", np.float64),
         ("premium", np.float64),
     ]
 )
@@ -125,6 +130,17 @@ class Params(NamedTuple):
     min_fee: float
     skew_slope: float
     smile_curvature: float
+    standard_size: float
+    iv_impact: float
+    skew_impact: float
+    impact_half_life: float
+    cb_iv_move: float
+    cb_hours: float
+    cb_min_free: float
+    run_drawdown: float
+    run_fraction: float
+    withdrawal_delay_ns: int
+    withdrawal_fee: float
     policy: int
     threshold: float
     interval_ns: int
