@@ -24,7 +24,7 @@ from backtest.config import (
 )
 from backtest.errors import InputError
 from backtest.inputs.flow import AlignedFlow, align_flow, load_flow, validate_flow
-from backtest.inputs.lp import align_lp_flows, load_lp_flows, no_lp_flows
+from backtest.inputs.lp import align_lp_flows, load_lp_flows, no_lp_flows, validate_lp_flows
 from backtest.inputs.market import Market, load_market, market_from_frames, validate_market
 from backtest.inputs.surface import Surface, load_surface, no_surface
 from backtest.inputs.synthetic_flow import generate_flow
@@ -372,15 +372,17 @@ def simulate_frames(
     strategy: Strategy | dict[str, Any],
     market: pl.DataFrame,
     flow: pl.DataFrame | None = None,
+    *,
+    lp_flows: pl.DataFrame | None = None,
+    surface: Surface | None = None,
 ) -> tuple[Tables, pl.DataFrame]:
-    """Run in memory on polars frames (market/flow schemas of DESIGN.md); nothing is written.
-
-    Returns the run tables and the summary. For notebooks and tests.
-    """
+    """Run in memory on polars frames (market/flow/LP-flow schemas of DESIGN.md) and an optional
+    loaded surface; nothing is written. Returns the run tables and the summary."""
     if not isinstance(strategy, Strategy):
         strategy = build_strategy(strategy, "strategy")
     mkt = market_from_frames([validate_market(market, "market", strategy.pricing.rate)], "market")
     flow_frame = None if flow is None else validate_flow(flow, "flow")
-    prep = assemble(strategy, mkt, flow_frame)
+    lp_frame = None if lp_flows is None else validate_lp_flows(lp_flows, "lp flows")
+    prep = assemble(strategy, mkt, flow_frame, surface=surface, lp_flows=lp_frame)
     built = tables.build(prep, simulate(prep))
     return built, summarise(prep, built)

@@ -32,6 +32,27 @@ def _kind(code: pl.Expr) -> pl.Expr:
     return pl.when(code > 0).then(pl.lit("C")).otherwise(pl.lit("P"))
 
 
+def _held_to_expiry(prep: Prepared, trades: np.ndarray) -> np.ndarray:
+    """The pool's PnL from each fill if it were held, unhedged, to expiry: premium received minus
+    what the trader's side pays out at the first tick at or after expiry (NaN if the run ends
+    first). This is what separates informed from noise flow: it charges each trade its outcome."""
+    mkt, fl = prep.market, prep.aligned
+    held = np.full(len(trades), np.nan)
+    for k in range(mkt.n_paths):
+        ticks = mkt.ts[mkt.path(k)]
+        spot = mkt.spot[mkt.path(k)]
+        rows = slice(int(fl.offsets[k]), int(fl.offsets[k + 1]))
+        series = fl.series[rows]
+        settle = np.searchsorted(ticks, fl.series_expiry[series], side="left")
+        inside = settle < len(ticks)
+        s_settle = spot[np.minimum(settle, len(ticks) - 1)]
+        payoff = np.maximum(fl.series_kind[series] * (s_settle - fl.series_strike[series]), 0.0)
+        rec = trades[rows]
+        value = rec["premium"] - rec["side"] * rec["filled"] * payoff
+        held[rows] = np.where(inside, value, np.nan)
+    return held
+
+
 def build(prep: Prepared, out: KernelOutput) -> Tables:
     run_id = pl.lit(prep.run_id)
     mkt, fl = prep.market, prep.aligned
@@ -43,6 +64,7 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
         path_id=pl.Series(tick_path),
         ts=pl.col("ts").cast(UTC_NS),
         insolvent=pl.col("insolvent").cast(pl.Boolean),
+        halted=pl.col("halted").cast(pl.Boolean),
     )
     steps = steps.select(
         "run_id", "path_id", *[c for c in steps.columns if c not in ("run_id", "path_id")]
@@ -57,6 +79,7 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
         }
     ).with_columns(kind=_kind(pl.col("kind")))
     informed = prep.flow["informed"].to_numpy()[fl.source_row]
+    held = _held_to_expiry(prep, out.trades)
     trades = (
         _frame(out.trades)
         .with_columns(
@@ -66,6 +89,7 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
             side=pl.col("side").cast(pl.Int8),
             reject_reason=pl.Series(np.array(REJECT_REASONS)[out.trades["reject_reason"]]),
             informed=pl.Series(informed),
+            pnl_held_to_expiry=pl.Series(held),
         )
         .join(series_keys, on="series", how="left")
         .select(
@@ -82,9 +106,12 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
             "spot",
             "iv",
             "mark",
+            "vega",
             "fee",
+            "fee_vega",
             "premium",
             "informed",
+            "pnl_held_to_expiry",
             "flow_row",
         )
     )
