@@ -295,7 +295,7 @@ def simulate(prep: Prepared, on_batch: Callable[[int, int], None] | None = None)
     n_ticks, n_flow, n_paths = len(mkt.ts), len(fl.tick), mkt.n_paths
     steps = np.zeros(n_ticks, STEP_DTYPE)
     trades = np.zeros(n_flow, TRADE_DTYPE)
-    hedges = np.zeros(n_ticks, HEDGE_DTYPE)
+    hedges = np.zeros(2 * n_ticks, HEDGE_DTYPE)  # room for a policy fill and a liquidation
     series = np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE)
     n_hedges = np.zeros(n_paths, np.int64)
     series_arrays = (
@@ -328,10 +328,7 @@ def simulate(prep: Prepared, on_batch: Callable[[int, int], None] | None = None)
             fl.offsets[first : last + 1] - fa,
             (prep.lp_flows[0][first:last], prep.lp_flows[1]),
             prep.params,
-            steps[a:b],
-            trades[fa:fb],
-            hedges[a:b],
-            series[first:last],
+            (steps[a:b], trades[fa:fb], hedges[2 * a : 2 * b], series[first:last]),
         )
         if on_batch is not None:
             on_batch(last, n_paths)

@@ -55,13 +55,16 @@ def scenario_prices(out, kind, spot, strike, tau, vol, rate, p):
 
 
 @njit(cache=True)
+def spot_shock(s, p):
+    """Relative spot move of scenario s (scenarios run over spot shocks, then vol shocks)."""
+    return SPOT_SHOCKS[s // VOL_SHOCKS.shape[0]] * p.stress_spot
+
+
+@njit(cache=True)
 def hedge_scenario_pnl(out, units, spot, p):
     """Add a hedge position's PnL under each scenario to out (vol shocks do not move it)."""
-    s = 0
-    for i in range(SPOT_SHOCKS.shape[0]):
-        for _ in range(VOL_SHOCKS.shape[0]):
-            out[s] += units * spot * SPOT_SHOCKS[i] * p.stress_spot
-            s += 1
+    for s in range(N_SCENARIOS):
+        out[s] += units * spot * spot_shock(s, p)
 
 
 @njit(cache=True)

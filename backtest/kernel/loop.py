@@ -4,8 +4,10 @@ Mark -> settle -> fund -> trade -> hedge -> risk -> LP flows -> record. Every mo
 in exactly one pnl_* component or in lp_flow, so nav[t] - nav[t-1] == pnl_total[t] + lp_flow[t]
 holds to rounding; the tests rebuild NAV from trades, hedges and payouts and check it.
 
-Scalar account state lives in two small arrays (`acct` floats, `ist` integers) so each step is
-its own kernel function that updates them in place.
+Each step is its own kernel function over three bundles of state, updated in place:
+`book` = (qty, val, val_tick, live, scen, scen_pnl, extra) per option series; `st` = (acct, ist,
+pnl), the scalar account state as float and integer arrays plus this tick's PnL components; and
+`out` = (steps, trades, hedges, series_out), the preallocated records.
 """
 
 import math
@@ -19,6 +21,7 @@ from backtest.kernel.surface import surface_vol
 from backtest.kernel.types import (
     COLLATERAL,
     INSTRUMENT,
+    LIQUIDATION,
     N_SCENARIOS,
     POLICY,
     REJECT_HALTED,
@@ -123,9 +126,31 @@ def drop_live(live, ist, i):
 
 
 @njit(cache=True)
-def mark(t, mk, ser, surf, impact, qty, val, val_tick, live, acct, ist, pnl, series_out, p):
+def change_position(i, dq, mark_, book, acct, ist):
+    """Move series i's position by dq at its mark: greeks, live list and dust follow."""
+    qty, val, _, live, _, _, _ = book
+    was_open = qty[i] != 0.0
+    qty[i] += dq
+    if abs(qty[i]) < DUST:
+        acct[CASH] += qty[i] * mark_  # closing dust at its mark leaves NAV unchanged
+        qty[i] = 0.0
+    if not was_open and qty[i] != 0.0:
+        live[ist[N_LIVE]] = i
+        ist[N_LIVE] += 1
+    elif was_open and qty[i] == 0.0:
+        drop_live(live, ist, i)
+    acct[BOOK_VALUE] += dq * mark_
+    acct[BOOK_DELTA] += dq * val[i, DELTA]
+    acct[BOOK_GAMMA] += dq * val[i, GAMMA]
+    acct[BOOK_VEGA] += dq * val[i, VEGA]
+
+
+@njit(cache=True)
+def mark(t, mk, ser, surf, impact, book, st, series_out, p):
     """Step 1: revalue the book held since t-1 and attribute the move, series by series."""
     ts, spot, _, _, _, _ = mk
+    qty, val, val_tick, live, _, _, _ = book
+    acct, ist, pnl = st
     dt = (ts[t] - ts[t - 1]) / NS_PER_YEAR
     ds = spot[t] - spot[t - 1]
     units = acct[UNITS]
@@ -166,21 +191,22 @@ def mark(t, mk, ser, surf, impact, qty, val, val_tick, live, acct, ist, pnl, ser
         pnl[P_VANNA] += c_vanna
         pnl[P_VOLGA] += c_volga
         pnl[P_RESIDUAL] += c_res
-        out = series_out[i]
-        out.pnl_delta += c_delta
-        out.pnl_gamma += c_gamma
-        out.pnl_vega += c_vega
-        out.pnl_theta += c_theta
-        out.pnl_vanna += c_vanna
-        out.pnl_volga += c_volga
-        out.pnl_residual += c_res
+        rec = series_out[i]
+        rec.pnl_delta += c_delta
+        rec.pnl_gamma += c_gamma
+        rec.pnl_vega += c_vega
+        rec.pnl_theta += c_theta
+        rec.pnl_vanna += c_vanna
+        rec.pnl_volga += c_volga
+        rec.pnl_residual += c_res
 
 
 @njit(cache=True)
-def settle(t, mk, ser, qty, val, live, acct, ist):
+def settle(t, mk, ser, book, acct, ist):
     """Step 2: expired series pay intrinsic at spot[t], which is already their mark."""
     ts = mk[0]
     expiry = ser[0]
+    qty, val, _, live, _, _, _ = book
     j = ist[N_LIVE] - 1
     while j >= 0:
         i = live[j]
@@ -205,10 +231,11 @@ def fund(t, mk, acct, pnl, p):
 
 
 @njit(cache=True)
-def book_state(t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, p):
+def book_state(t, mk, ser, book, acct, ist, p):
     """NAV, book greeks and collateral requirement of the book at t (scenario PnLs if dynamic)."""
     ts, spot, _, rate, _, _ = mk
     expiry, strike, kind, _, _ = ser
+    qty, val, _, live, scen, scen_pnl, extra = book
     s_t = spot[t]
     dynamic = p.collateral == DYNAMIC
     value = 0.0
@@ -266,34 +293,56 @@ def circuit_breaker(t, mk, log_iv_sum, acct, ist, p):
 
 
 @njit(cache=True)
-def trade(
-    t,
-    mk,
-    ser,
-    surf,
-    impact,
-    flow,
-    qty,
-    val,
-    val_tick,
-    live,
-    scen,
-    scen_pnl,
-    extra,
-    acct,
-    ist,
-    pnl,
-    trades,
-    series_out,
-    p,
-):
+def fill_size(i, t, mk, ser, book, acct, direction, size, p):
+    """How much of a trade fits under max_utilisation x NAV (or the current requirement, if the
+    pool is already above it: risk-reducing trades always fit)."""
+    ts, spot, _, rate, _, _ = mk
+    expiry, strike, kind, _, _ = ser
+    qty, val, _, _, scen, scen_pnl, extra = book
+    s_t = spot[t]
+    mark_ = val[i, PRICE]
+    budget = max(p.max_utilisation * acct[NAV], acct[REQ])
+    if p.collateral == DYNAMIC:
+        tau = (expiry[i] - ts[t]) / NS_PER_YEAR
+        collateral.scenario_prices(scen[i], kind[i], s_t, strike[i], tau, val[i, SIGMA], rate[t], p)
+        for s in range(N_SCENARIOS):
+            extra[s] = direction * (scen[i, s] - mark_)
+        return collateral.dynamic_fill(scen_pnl, extra, size, budget, p)
+    before = collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
+    others = acct[REQ] - before
+    return collateral.full_fill(
+        qty[i], direction, size, kind[i], strike[i], s_t, mark_, budget - others
+    )
+
+
+@njit(cache=True)
+def fee_for(filled, side, mark_, spot, trade_vega, acct, p):
+    """(fee, its vega-utilisation part): base x mark + spot fee per contract, plus the vega fee
+    when the trade grows |net vega|, at least min_fee per contract, never more than a seller's
+    mark."""
+    book_vega = acct[BOOK_VEGA]
+    fee = filled * (p.base_fee * mark_ + p.spot_fee * spot)
+    vega_fee = 0.0
+    if abs(book_vega + trade_vega) > abs(book_vega):
+        vega_fee = p.vega_fee * abs(book_vega + trade_vega) / acct[NAV] * abs(trade_vega)
+    fee = max(fee + vega_fee, p.min_fee * filled)
+    if side < 0:
+        fee = min(fee, filled * mark_)
+    return fee, vega_fee
+
+
+@njit(cache=True)
+def trade(t, mk, ser, surf, impact, flow, book, st, out, p):
     """Step 4: fill the flow rows of this tick at its marks plus fees, under the collateral cap.
 
     Inventory impact from these fills moves marks from the next tick on.
     """
-    ts, spot, _, rate, _, _ = mk
-    expiry, strike, kind, expiry_id, strike_id = ser
+    ts, spot, _, _, _, _ = mk
+    _, strike, kind, expiry_id, strike_id = ser
     f_tick, f_series, f_side, f_size = flow
+    qty, val, val_tick, _, _, scen_pnl, extra = book
+    acct, ist, pnl = st
+    _, trades, _, series_out = out
     dynamic = p.collateral == DYNAMIC
     s_t = spot[t]
     ist[TRADED] = 0
@@ -317,73 +366,31 @@ def trade(
         rec.iv = val[i, SIGMA]
         rec.mark = mark_
         rec.vega = val[i, VEGA]
-        nav = acct[NAV]
         filled = 0.0
-        if ist[INSOLVENT] == 1 or nav <= 0.0:
+        if ist[INSOLVENT] == 1 or acct[NAV] <= 0.0:
             rec.reject_reason = REJECT_INSOLVENT
         elif ist[HALTED] == 1:
             rec.reject_reason = REJECT_HALTED
         else:
-            budget = max(p.max_utilisation * nav, acct[REQ])
-            if dynamic:
-                tau = (expiry[i] - ts[t]) / NS_PER_YEAR
-                collateral.scenario_prices(
-                    scen[i], kind[i], s_t, strike[i], tau, val[i, SIGMA], rate[t], p
-                )
-                for s in range(N_SCENARIOS):
-                    extra[s] = direction * (scen[i, s] - mark_)
-                filled = collateral.dynamic_fill(scen_pnl, extra, size, budget, p)
-            else:
-                before = collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
-                filled = collateral.full_fill(
-                    qty[i],
-                    direction,
-                    size,
-                    kind[i],
-                    strike[i],
-                    s_t,
-                    mark_,
-                    budget - (acct[REQ] - before),
-                )
+            filled = fill_size(i, t, mk, ser, book, acct, direction, size, p)
             rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
         rec.filled = filled
         if filled <= 0.0:
             continue
         dq = direction * filled
-        book_vega = acct[BOOK_VEGA]
-        trade_vega = dq * val[i, VEGA]
-        fee = filled * (p.base_fee * mark_ + p.spot_fee * s_t)
-        vega_fee = 0.0
-        if abs(book_vega + trade_vega) > abs(book_vega):
-            vega_fee = p.vega_fee * abs(book_vega + trade_vega) / nav * abs(trade_vega)
-        fee = max(fee + vega_fee, p.min_fee * filled)
-        if side < 0:
-            fee = min(fee, filled * mark_)  # a seller never pays to sell
+        fee, vega_fee = fee_for(filled, side, mark_, s_t, dq * val[i, VEGA], acct, p)
         premium = side * filled * mark_ + fee
         acct[CASH] += premium
-        was_open = qty[i] != 0.0
         if dynamic:
             for s in range(N_SCENARIOS):
                 scen_pnl[s] += filled * extra[s]
         else:
             acct[REQ] -= collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
-        qty[i] += dq
-        if abs(qty[i]) < DUST:
-            acct[CASH] += qty[i] * mark_  # closing dust at its mark leaves NAV unchanged
-            qty[i] = 0.0
+        change_position(i, dq, mark_, book, acct, ist)
         if dynamic:
             acct[REQ] = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
         else:
             acct[REQ] += collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
-        if not was_open and qty[i] != 0.0:
-            live[ist[N_LIVE]] = i
-            ist[N_LIVE] += 1
-        elif was_open and qty[i] == 0.0:
-            drop_live(live, ist, i)
-        acct[BOOK_VALUE] += dq * mark_
-        acct[BOOK_DELTA] += dq * val[i, DELTA]
-        acct[BOOK_GAMMA] += dq * val[i, GAMMA]
-        acct[BOOK_VEGA] += trade_vega
         acct[NAV] += fee
         pnl[P_FEES] += fee
         impact[0][expiry_id[i]] += side * filled / p.standard_size * p.iv_impact
@@ -397,40 +404,12 @@ def trade(
 
 
 @njit(cache=True)
-def hedge_step(t, mk, pending, pending_reason, scen_pnl, extra, acct, ist, pnl, hedges, p):
-    """Step 5: fill what was decided `latency` ticks ago at this tick's price, then decide."""
+def fill_hedge(t, mk, order, reason, book, st, hedges, p):
+    """Trade `order` underlying through the slippage model at spot[t] and record it."""
     ts, spot, iv, _, _, _ = mk
+    scen_pnl, extra = book[5], book[6]
+    acct, ist, pnl = st
     s_t = spot[t]
-    slots = pending.shape[0]
-    slot = t % slots
-    order = pending[slot]
-    reason = pending_reason[slot]
-    pending[slot] = 0.0
-    bucket = ts[t] // p.interval_ns
-    in_flight = pending.sum()
-    units = acct[UNITS]
-    decided = hedge.decide(
-        acct[BOOK_DELTA] + units + order + in_flight,
-        s_t,
-        iv[t],
-        acct[NAV],
-        acct[BOOK_GAMMA],
-        ist[TRADED] == 1,
-        bucket != ist[LAST_BUCKET],
-        p,
-    )
-    ist[LAST_BUCKET] = bucket
-    if decided != 0.0:
-        decided = hedge.capped(decided, units + order + in_flight, s_t, p)
-    if p.latency == 0:
-        order = decided
-        reason = p.policy
-    elif decided != 0.0:
-        later = (t + p.latency) % slots
-        pending[later] += decided
-        pending_reason[later] = p.policy
-    if order == 0.0:
-        return
     filled, price, slip, gas, mev = slippage.execute(order, s_t, iv[t], p)
     cost = slip + gas + mev
     acct[CASH] -= cost + (0.0 if p.instrument == PERP else filled * s_t)
@@ -453,80 +432,148 @@ def hedge_step(t, mk, pending, pending_reason, scen_pnl, extra, acct, ist, pnl, 
 
 
 @njit(cache=True)
-def _cover_cost(q, kind, strike, spot):
-    """What buying back one contract of a short frees under full collateral."""
-    return (spot if kind > 0 else strike) if q < 0.0 else 0.0
+def hedge_step(t, mk, pending, pending_reason, book, st, hedges, p):
+    """Step 5: fill what was decided `latency` ticks ago at this tick's price, then decide."""
+    ts, spot, iv, _, _, _ = mk
+    acct, ist, _ = st
+    s_t = spot[t]
+    slots = pending.shape[0]
+    slot = t % slots
+    order = pending[slot]
+    reason = pending_reason[slot]
+    pending[slot] = 0.0
+    bucket = ts[t] // p.interval_ns
+    in_flight = pending.sum()
+    units = acct[UNITS]
+    net = acct[BOOK_DELTA] + units + order + in_flight
+    traded = ist[TRADED] == 1
+    new_bucket = bucket != ist[LAST_BUCKET]
+    decided = hedge.decide(net, s_t, iv[t], acct[NAV], acct[BOOK_GAMMA], traded, new_bucket, p)
+    ist[LAST_BUCKET] = bucket
+    if decided != 0.0:
+        decided = hedge.capped(decided, units + order + in_flight, s_t, p)
+    if p.latency == 0:
+        order = decided
+        reason = p.policy
+    elif decided != 0.0:
+        later = (t + p.latency) % slots
+        pending[later] += decided
+        pending_reason[later] = p.policy
+    if order != 0.0:
+        fill_hedge(t, mk, order, reason, book, st, hedges, p)
 
 
 @njit(cache=True)
-def shrink(
-    t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, pnl, series_out, reserve, p
-):
-    """Buy back shorts at mark x (1 + liquidation_penalty), riskiest first, until the requirement
-    fits max_utilisation x (NAV - reserve). Riskiest = the largest collateral user (full) or the
-    largest loss in the scenario that sets the requirement (dynamic)."""
+def freed_per_unit(q, kind, strike, spot, mark_):
+    """Full collateral a position frees per contract closed: spot/strike for a short, its mark
+    for a long."""
+    if q < 0.0:
+        return spot if kind > 0 else strike
+    return mark_
+
+
+@njit(cache=True)
+def fits(requirement, scen_pnl, extra, x, freed, cost, nav, dynamic, p):
+    """Does closing x units (freeing `freed` each in full mode, paying `cost` each) bring the
+    requirement within max_utilisation x NAV?"""
+    if dynamic:
+        after = collateral.dynamic_requirement(scen_pnl, extra, x, p)
+    else:
+        after = requirement - x * freed
+    return after <= p.max_utilisation * (nav - x * cost)
+
+
+@njit(cache=True)
+def least_that_fits(requirement, scen_pnl, extra, size, freed, cost, nav, dynamic, p):
+    """The least x in [0, size] that fits, or size when even all of it does not."""
+    if not fits(requirement, scen_pnl, extra, size, freed, cost, nav, dynamic, p):
+        return size
+    lo, hi = 0.0, size
+    for _ in range(collateral.BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        if fits(requirement, scen_pnl, extra, mid, freed, cost, nav, dynamic, p):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@njit(cache=True)
+def riskiest(t, mk, ser, book, acct, ist, p):
+    """(series, its risk) of the position that weighs most: the largest collateral user (full)
+    or the largest loss in the scenario that sets the requirement (dynamic). -1 if none; the
+    hedge's own risk is returned alongside (dynamic only)."""
+    s_t = mk[1][t]
+    strike, kind = ser[1], ser[2]
+    qty, val, _, live, scen, scen_pnl, _ = book
+    dynamic = p.collateral == DYNAMIC
+    worst = 0
+    for s in range(N_SCENARIOS):
+        if scen_pnl[s] < scen_pnl[worst]:
+            worst = s
+    pick = -1
+    pick_risk = 0.0
+    for j in range(ist[N_LIVE]):
+        i = live[j]
+        if dynamic:
+            risk = -qty[i] * (scen[i, worst] - val[i, PRICE])
+        else:
+            risk = abs(qty[i]) * freed_per_unit(qty[i], kind[i], strike[i], s_t, val[i, PRICE])
+        if risk > pick_risk:
+            pick_risk = risk
+            pick = i
+    hedge_risk = -acct[UNITS] * s_t * collateral.spot_shock(worst, p) if dynamic else 0.0
+    return pick, pick_risk, hedge_risk
+
+
+@njit(cache=True)
+def shrink(t, mk, ser, book, st, out, reserve, p):
+    """Close positions, riskiest first, until the requirement fits max_utilisation x (NAV -
+    reserve). Options close at their mark plus liquidation_penalty (buy back shorts, sell
+    longs); in dynamic mode the hedge is a candidate too and unwinds through the slippage model
+    (a hedge with reason 'liquidation')."""
     spot = mk[1]
     strike, kind = ser[1], ser[2]
+    qty, val, _, _, scen, scen_pnl, extra = book
+    acct, ist, pnl = st
+    hedges, series_out = out[2], out[3]
     s_t = spot[t]
     dynamic = p.collateral == DYNAMIC
-    target = p.max_utilisation
-    for _ in range(ist[N_LIVE] + 1):
+    for _ in range(ist[N_LIVE] + 2):
         nav = acct[NAV] - reserve
-        if nav <= 0.0 or acct[REQ] <= target * nav:
+        if nav <= 0.0 or acct[REQ] <= p.max_utilisation * nav:
             return
-        worst = 0
-        for s in range(N_SCENARIOS):
-            if scen_pnl[s] < scen_pnl[worst]:
-                worst = s
-        pick = -1
-        pick_risk = 0.0
-        for j in range(ist[N_LIVE]):
-            i = live[j]
-            if qty[i] >= 0.0:
-                continue
-            if dynamic:
-                risk = -qty[i] * (scen[i, worst] - val[i, PRICE])
-            else:
-                risk = -qty[i] * _cover_cost(qty[i], kind[i], strike[i], s_t)
-            if risk > pick_risk:
-                pick_risk = risk
-                pick = i
+        pick, pick_risk, hedge_risk = riskiest(t, mk, ser, book, acct, ist, p)
+        if hedge_risk > pick_risk:
+            units = acct[UNITS]
+            for s in range(N_SCENARIOS):
+                extra[s] = -math.copysign(1.0, units) * s_t * collateral.spot_shock(s, p)
+            x = least_that_fits(acct[REQ], scen_pnl, extra, abs(units), 0.0, 0.0, nav, True, p)
+            extra[:] = 0.0
+            fill_hedge(t, mk, -math.copysign(x, units), LIQUIDATION, book, st, hedges, p)
+            continue
         if pick < 0:
             return
         mark_ = val[pick, PRICE]
-        short = -qty[pick]
-        freed = _cover_cost(qty[pick], kind[pick], strike[pick], s_t)
+        direction = 1.0 if qty[pick] < 0.0 else -1.0  # buy back a short, sell a long
+        freed = freed_per_unit(qty[pick], kind[pick], strike[pick], s_t, mark_)
         if dynamic:
             for s in range(N_SCENARIOS):
-                extra[s] = scen[pick, s] - mark_
-        # The least buyback that fits, or all of this series and on to the next riskiest.
-        x = short
-        if _fits(acct[REQ], scen_pnl, extra, short, freed, mark_, nav, dynamic, p):
-            lo = 0.0
-            for _ in range(collateral.BISECTIONS):
-                mid = 0.5 * (lo + x)
-                if _fits(acct[REQ], scen_pnl, extra, mid, freed, mark_, nav, dynamic, p):
-                    x = mid
-                else:
-                    lo = mid
-        penalty = x * mark_ * p.liquidation_penalty
-        acct[CASH] -= x * mark_ + penalty
-        qty[pick] += x
-        if qty[pick] > -DUST:
-            acct[CASH] += qty[pick] * mark_
-            qty[pick] = 0.0
-            drop_live(live, ist, pick)
+                extra[s] = direction * (scen[pick, s] - mark_)
+        cost = mark_ * p.liquidation_penalty
+        x = least_that_fits(
+            acct[REQ], scen_pnl, extra, abs(qty[pick]), freed, cost, nav, dynamic, p
+        )
+        penalty = x * cost
+        acct[CASH] -= direction * x * mark_ + penalty
+        change_position(pick, direction * x, mark_, book, acct, ist)
         if dynamic:
             for s in range(N_SCENARIOS):
                 scen_pnl[s] += x * extra[s]
-                extra[s] = 0.0
+            extra[:] = 0.0
             acct[REQ] = collateral.dynamic_requirement(scen_pnl, extra, 0.0, p)
         else:
             acct[REQ] -= x * freed
-        acct[BOOK_VALUE] += x * mark_
-        acct[BOOK_DELTA] += x * val[pick, DELTA]
-        acct[BOOK_GAMMA] += x * val[pick, GAMMA]
-        acct[BOOK_VEGA] += x * val[pick, VEGA]
         acct[NAV] -= penalty
         pnl[P_LIQUIDATION] -= penalty
         series_out[pick].pnl_liquidation -= penalty
@@ -534,23 +581,13 @@ def shrink(
 
 
 @njit(cache=True)
-def _fits(requirement, scen_pnl, extra, x, freed, mark_, nav, dynamic, p):
-    if dynamic:
-        after = collateral.dynamic_requirement(scen_pnl, extra, x, p)
-    else:
-        after = requirement - x * freed
-    return after <= p.max_utilisation * (nav - x * mark_ * p.liquidation_penalty)
-
-
-@njit(cache=True)
-def lp_step(
-    t, mk, ser, lp, queue, qty, val, live, scen, scen_pnl, extra, acct, ist, pnl, series_out, p
-):
+def lp_step(t, mk, ser, lp, queue, book, st, out, p):
     """LP deposits and withdrawals at NAV per share; withdrawals wait withdrawal_delay, pay the
     fee to the LPs who stay, and force the book to shrink when collateral would not fit."""
     ts = mk[0]
     lp_tick, lp_amount = lp
     q_due, q_shares = queue
+    acct, ist, _ = st
     nps = acct[NAV] / acct[SHARES] if acct[SHARES] > 0.0 else 0.0
     acct[LP_FLOW] = 0.0
     n_rows = lp_tick.shape[0]
@@ -559,13 +596,14 @@ def lp_step(
     while ist[LP_AT] < n_rows and lp_tick[ist[LP_AT]] == t:
         r = ist[LP_AT]
         ist[LP_AT] += 1
+        if nps <= 0.0:
+            continue
         if lp_amount[r] > 0.0:
-            if nps > 0.0:
-                acct[SHARES] += lp_amount[r] / nps
-                acct[CASH] += lp_amount[r]
-                acct[NAV] += lp_amount[r]
-                acct[LP_FLOW] += lp_amount[r]
-        elif nps > 0.0:
+            acct[SHARES] += lp_amount[r] / nps
+            acct[CASH] += lp_amount[r]
+            acct[NAV] += lp_amount[r]
+            acct[LP_FLOW] += lp_amount[r]
+        else:
             q_due[ist[WQ_TAIL]] = ts[t] + p.withdrawal_delay_ns
             q_shares[ist[WQ_TAIL]] = -lp_amount[r] / nps
             ist[WQ_TAIL] += 1
@@ -583,13 +621,10 @@ def lp_step(
         shares = min(q_shares[ist[WQ_HEAD]], acct[SHARES])
         ist[WQ_HEAD] += 1
         nps = acct[NAV] / acct[SHARES] if acct[SHARES] > 0.0 else 0.0
-        value = shares * max(nps, 0.0)
-        payout = value * (1.0 - p.withdrawal_fee)
+        payout = shares * max(nps, 0.0) * (1.0 - p.withdrawal_fee)
         if payout <= 0.0:
             continue
-        shrink(
-            t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, pnl, series_out, payout, p
-        )
+        shrink(t, mk, ser, book, st, out, payout, p)
         payout = min(payout, max(acct[NAV], 0.0))
         acct[SHARES] -= shares
         acct[CASH] -= payout
@@ -598,54 +633,54 @@ def lp_step(
 
 
 @njit(cache=True)
-def record(t, mk, qty, val, live, acct, ist, pnl, steps):
+def record(t, mk, book, st, steps):
     ts, spot, iv, _, _, _ = mk
+    qty, val, _, live, _, _, _ = book
+    acct, ist, pnl = st
     theta = 0.0
     for j in range(ist[N_LIVE]):
         theta += qty[live[j]] * val[live[j], THETA]
     nav = acct[NAV]
-    st = steps[t]
-    st.ts = ts[t]
-    st.spot = spot[t]
-    st.iv = iv[t]
-    st.nav = nav
-    st.cash = acct[CASH]
-    st.hedge_units = acct[UNITS]
-    st.book_delta = acct[BOOK_DELTA]
-    st.net_delta = acct[BOOK_DELTA] + acct[UNITS]
-    st.book_gamma = acct[BOOK_GAMMA]
-    st.book_vega = acct[BOOK_VEGA]
-    st.book_theta = theta
-    st.collateral_required = acct[REQ]
-    st.utilisation = acct[REQ] / nav if nav > 0.0 else math.inf
-    st.pnl_delta = pnl[P_DELTA]
-    st.pnl_gamma = pnl[P_GAMMA]
-    st.pnl_vega = pnl[P_VEGA]
-    st.pnl_theta = pnl[P_THETA]
-    st.pnl_vanna = pnl[P_VANNA]
-    st.pnl_volga = pnl[P_VOLGA]
-    st.pnl_residual = pnl[P_RESIDUAL]
-    st.pnl_fees = pnl[P_FEES]
-    st.pnl_hedge_cost = pnl[P_HEDGE_COST]
-    st.pnl_funding = pnl[P_FUNDING]
-    st.pnl_interest = pnl[P_INTEREST]
-    st.pnl_liquidation = pnl[P_LIQUIDATION]
-    total = 0.0
-    for k in range(N_PNL):
-        total += pnl[k]
-    st.pnl_total = total
-    st.lp_flow = acct[LP_FLOW]
-    st.shares = acct[SHARES]
-    st.nav_per_share = nav / acct[SHARES] if acct[SHARES] > 0.0 else 0.0
-    st.n_live_series = ist[N_LIVE]
-    st.insolvent = ist[INSOLVENT]
-    st.halted = ist[HALTED]
+    rec = steps[t]
+    rec.ts = ts[t]
+    rec.spot = spot[t]
+    rec.iv = iv[t]
+    rec.nav = nav
+    rec.cash = acct[CASH]
+    rec.hedge_units = acct[UNITS]
+    rec.book_delta = acct[BOOK_DELTA]
+    rec.net_delta = acct[BOOK_DELTA] + acct[UNITS]
+    rec.book_gamma = acct[BOOK_GAMMA]
+    rec.book_vega = acct[BOOK_VEGA]
+    rec.book_theta = theta
+    rec.collateral_required = acct[REQ]
+    rec.utilisation = acct[REQ] / nav if nav > 0.0 else math.inf
+    rec.pnl_delta = pnl[P_DELTA]
+    rec.pnl_gamma = pnl[P_GAMMA]
+    rec.pnl_vega = pnl[P_VEGA]
+    rec.pnl_theta = pnl[P_THETA]
+    rec.pnl_vanna = pnl[P_VANNA]
+    rec.pnl_volga = pnl[P_VOLGA]
+    rec.pnl_residual = pnl[P_RESIDUAL]
+    rec.pnl_fees = pnl[P_FEES]
+    rec.pnl_hedge_cost = pnl[P_HEDGE_COST]
+    rec.pnl_funding = pnl[P_FUNDING]
+    rec.pnl_interest = pnl[P_INTEREST]
+    rec.pnl_liquidation = pnl[P_LIQUIDATION]
+    rec.pnl_total = pnl.sum()
+    rec.lp_flow = acct[LP_FLOW]
+    rec.shares = acct[SHARES]
+    rec.nav_per_share = nav / acct[SHARES] if acct[SHARES] > 0.0 else 0.0
+    rec.n_live_series = ist[N_LIVE]
+    rec.insolvent = ist[INSOLVENT]
+    rec.halted = ist[HALTED]
 
 
 @njit(cache=True)
-def run_path(mk, ser, surf, flow, lp, p, steps, trades, hedges, series_out):
-    """Run one path; fills steps[n_ticks], trades[n_flow], series_out[n_series] and the first
-    n_hedges rows of hedges (capacity n_ticks: at most one fill per tick). Returns n_hedges.
+def run_path(mk, ser, surf, flow, lp, p, out):
+    """Run one path into out = (steps[n_ticks], trades[n_flow], hedges, series_out[n_series]);
+    hedges holds at most two fills per tick (the policy's and a liquidation's), so it has room
+    for 2 x n_ticks. Returns the number of hedges written.
 
     mk = (ts, spot, iv, rate, funding, surface snapshot index per tick); ser = (expiry, strike,
     kind, expiry id, strike id) per series; surf = (tenors, log-moneyness, vols[snap, tenor, k]);
@@ -656,17 +691,22 @@ def run_path(mk, ser, surf, flow, lp, p, steps, trades, hedges, series_out):
     n_series = ser[0].shape[0]
     n_expiries = ser[3].max() + 1 if n_series else 0
     n_strikes = ser[4].max() + 1 if n_series else 0
-    dynamic = p.collateral == DYNAMIC
+    steps, _, hedges, series_out = out
 
-    qty = np.zeros(n_series)
-    val = np.zeros((n_series, 8))
-    val_tick = np.full(n_series, -1, np.int64)
-    live = np.empty(n_series, np.int64)
-    scen = np.zeros((n_series, N_SCENARIOS))
-    scen_pnl = np.zeros(N_SCENARIOS)
-    extra = np.zeros(N_SCENARIOS)
-    impact = (np.zeros(n_expiries), np.zeros(n_strikes))
+    book = (
+        np.zeros(n_series),  # qty
+        np.zeros((n_series, 8)),  # valuation cache
+        np.full(n_series, -1, np.int64),  # tick of each cache row
+        np.empty(n_series, np.int64),  # live series
+        np.zeros((n_series, N_SCENARIOS)),  # scenario prices (dynamic collateral)
+        np.zeros(N_SCENARIOS),  # book + hedge PnL per scenario
+        np.zeros(N_SCENARIOS),  # scratch: a trade's PnL per scenario
+    )
+    acct = np.zeros(N_ACCT)
+    ist = np.zeros(N_IST, np.int64)
     pnl = np.zeros(N_PNL)
+    st = (acct, ist, pnl)
+    impact = (np.zeros(n_expiries), np.zeros(n_strikes))
     pending = np.zeros(p.latency + 1)
     pending_reason = np.zeros(p.latency + 1, np.int8)
     capacity = lp[0].shape[0] + n_ticks
@@ -675,8 +715,6 @@ def run_path(mk, ser, surf, flow, lp, p, steps, trades, hedges, series_out):
     for t in range(n_ticks):
         log_iv_sum[t + 1] = log_iv_sum[t] + math.log(iv[t])
 
-    acct = np.zeros(N_ACCT)
-    ist = np.zeros(N_IST, np.int64)
     acct[CASH] = p.initial_capital
     acct[NAV] = p.initial_capital
     acct[FREE_PREV] = p.initial_capital
@@ -689,87 +727,35 @@ def run_path(mk, ser, surf, flow, lp, p, steps, trades, hedges, series_out):
     for t in range(n_ticks):
         pnl[:] = 0.0
         if t > 0:
-            mark(t, mk, ser, surf, impact, qty, val, val_tick, live, acct, ist, pnl, series_out, p)
-            settle(t, mk, ser, qty, val, live, acct, ist)
+            mark(t, mk, ser, surf, impact, book, st, series_out, p)
+            settle(t, mk, ser, book, acct, ist)
             fund(t, mk, acct, pnl, p)
-        book_state(t, mk, ser, qty, val, live, scen, scen_pnl, extra, acct, ist, p)
+        book_state(t, mk, ser, book, acct, ist, p)
         circuit_breaker(t, mk, log_iv_sum, acct, ist, p)
-        trade(
-            t,
-            mk,
-            ser,
-            surf,
-            impact,
-            flow,
-            qty,
-            val,
-            val_tick,
-            live,
-            scen,
-            scen_pnl,
-            extra,
-            acct,
-            ist,
-            pnl,
-            trades,
-            series_out,
-            p,
-        )
+        trade(t, mk, ser, surf, impact, flow, book, st, out, p)
         if p.policy != NO_POLICY:
-            hedge_step(t, mk, pending, pending_reason, scen_pnl, extra, acct, ist, pnl, hedges, p)
-        if dynamic and acct[NAV] > 0.0 and acct[REQ] > p.liquidation_threshold * acct[NAV]:
-            shrink(
-                t,
-                mk,
-                ser,
-                qty,
-                val,
-                live,
-                scen,
-                scen_pnl,
-                extra,
-                acct,
-                ist,
-                pnl,
-                series_out,
-                0.0,
-                p,
-            )
+            hedge_step(t, mk, pending, pending_reason, book, st, hedges, p)
+        if p.collateral == DYNAMIC and acct[REQ] > p.liquidation_threshold * acct[NAV] > 0.0:
+            shrink(t, mk, ser, book, st, out, 0.0, p)
         if acct[NAV] <= 0.0:
             ist[INSOLVENT] = 1
-        lp_step(
-            t,
-            mk,
-            ser,
-            lp,
-            queue,
-            qty,
-            val,
-            live,
-            scen,
-            scen_pnl,
-            extra,
-            acct,
-            ist,
-            pnl,
-            series_out,
-            p,
-        )
-        record(t, mk, qty, val, live, acct, ist, pnl, steps)
+        lp_step(t, mk, ser, lp, queue, book, st, out, p)
+        record(t, mk, book, st, steps)
         acct[FREE_PREV] = acct[NAV] - acct[REQ]
     return ist[N_HEDGES]
 
 
 @njit(cache=True, parallel=True)
-def run_paths(
-    mk, tick_offsets, ser, surf, flow, flow_offsets, lp, p, steps, trades, hedges, series_out
-):
+def run_paths(mk, tick_offsets, ser, surf, flow, flow_offsets, lp, p, out):
     """Every path in parallel; path k writes only its own slices, so the result equals serial.
 
-    LP flows apply to every path (their ticks are per path: lp[0] has one row per path)."""
+    LP flows apply to every path (their ticks are per path: lp[0] has one row per path); hedges
+    has 2 rows per tick, path k's from 2 x tick_offsets[k].
+    """
     ts, spot, iv, rate, funding, surf_idx = mk
     f_tick, f_series, f_side, f_size = flow
     lp_tick, lp_amount = lp
+    steps, trades, hedges, series_out = out
     n_paths = tick_offsets.shape[0] - 1
     n_hedges = np.zeros(n_paths, np.int64)
     for k in prange(n_paths):
@@ -782,9 +768,6 @@ def run_paths(
             (f_tick[fa:fb], f_series[fa:fb], f_side[fa:fb], f_size[fa:fb]),
             (lp_tick[k], lp_amount),
             p,
-            steps[a:b],
-            trades[fa:fb],
-            hedges[a:b],
-            series_out[k],
+            (steps[a:b], trades[fa:fb], hedges[2 * a : 2 * b], series_out[k]),
         )
     return n_hedges

@@ -18,8 +18,9 @@ REBALANCE = {"zero": 0, "edge": 1}
 REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker")
 REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED = range(4)
 
-# Why a hedge traded: the policy that decided it (codes shared with POLICY).
-HEDGE_REASONS = {code: name for name, code in POLICY.items()}
+# Why a hedge traded: the policy that decided it (codes shared with POLICY), or a liquidation.
+LIQUIDATION = len(POLICY)
+HEDGE_REASONS = {code: name for name, code in POLICY.items()} | {LIQUIDATION: "liquidation"}
 
 # PnL components, in the order of the steps record; their sum is pnl_total.
 PNL_COMPONENTS = (

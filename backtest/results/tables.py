@@ -117,14 +117,17 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
     )
 
     keep = np.concatenate(
-        [np.arange(mkt.offsets[k], mkt.offsets[k] + out.n_hedges[k]) for k in range(mkt.n_paths)]
+        [
+            np.arange(2 * mkt.offsets[k], 2 * mkt.offsets[k] + out.n_hedges[k])
+            for k in range(mkt.n_paths)
+        ]
     ).astype(np.int64)
     hedge_rec = out.hedges[keep]
     hedges = (
         _frame(hedge_rec)
         .with_columns(
             run_id=run_id,
-            path_id=pl.Series(tick_path[keep], dtype=pl.Int64),
+            path_id=pl.Series(np.repeat(mkt.path_ids, out.n_hedges), dtype=pl.Int64),
             ts=pl.col("ts").cast(UTC_NS),
             reason=pl.Series([HEDGE_REASONS[int(c)] for c in hedge_rec["reason"]], dtype=pl.String),
         )
