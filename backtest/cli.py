@@ -39,6 +39,13 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def _simulate_epilog() -> str:
+    """Click rewraps epilogs; a "\\b" line keeps the model list as written."""
+    from backtest.inputs.simulate import help_text
+
+    return "\b\n" + help_text()
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """`section.key=value` pairs; the value is read as a TOML value, else as a plain string."""
     overrides: dict[str, Any] = {}
@@ -227,6 +234,44 @@ def data_synth_flow(
         output.parent.mkdir(parents=True, exist_ok=True)
         flow.write_parquet(output)
     out.print(f"wrote {flow.height:,} flow rows to {output}")
+
+
+@data_app.command("simulate", epilog=_simulate_epilog())
+def data_simulate(
+    model: Annotated[str, typer.Argument(help="gbm, merton, heston or bootstrap")],
+    output: Annotated[Path, typer.Option("--out", help="Market Parquet to write")],
+    paths: Annotated[int, typer.Option(help="Number of paths")] = 1000,
+    ticks: Annotated[int, typer.Option(help="Ticks per path, the first included")] = 720,
+    step: Annotated[
+        str | None, typer.Option(help="Tick spacing: 30m, 1h, 1d (bootstrap: the history's)")
+    ] = None,
+    start: Annotated[str, typer.Option(help="First tick, ISO date/time (UTC)")] = "2024-01-01",
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Model parameter: xi=0.8 (repeatable)")
+    ] = None,
+) -> None:
+    """Simulate seeded spot and implied-vol paths: a market file for `dhlp run --market`.
+
+    Same seed, same paths; path k and its first ticks stay the same when --paths or --ticks
+    grow. `dhlp data simulate --help` lists every model's parameters below.
+    """
+    from backtest.inputs.simulate import simulate, write_paths
+
+    with user_errors():
+        params = {k.split(".")[-1]: v for k, v in parse_set(set_ or []).items()}
+        frame = simulate(model, paths, ticks, step, start, seed, **params)
+        settings = {
+            "model": model,
+            "paths": paths,
+            "ticks": ticks,
+            "step": step,
+            "start": start,
+            "seed": seed,
+            "params": params,
+        }
+        write_paths(frame, output, settings)
+    out.print(f"wrote {paths:,} paths x {ticks:,} ticks ({model}) to {output}")
 
 
 @app.command()

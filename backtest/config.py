@@ -24,7 +24,7 @@ Positive = Annotated[float, Field(gt=0.0)]
 DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 
-class _Section(BaseModel):
+class StrictSection(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
@@ -36,7 +36,7 @@ class _Section(BaseModel):
         return value
 
 
-class DataConfig(_Section):
+class DataConfig(StrictSection):
     market: str = "data/eth_1h.parquet"
     flow: str = "synthetic"
     surface: str | None = None
@@ -51,7 +51,7 @@ class DataConfig(_Section):
         return value
 
 
-class FlowConfig(_Section):
+class FlowConfig(StrictSection):
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 7
     trades_per_day: Positive = 40.0
     iv_intensity: float = 1.0
@@ -69,7 +69,7 @@ class FlowConfig(_Section):
     informed_horizon: Positive = 24.0
 
 
-class PoolConfig(_Section):
+class PoolConfig(StrictSection):
     initial_capital: Positive = 10_000_000.0
     collateral: Literal["full", "dynamic"] = "full"
     max_utilisation: Annotated[float, Field(gt=0.0, le=10.0)] = 0.8
@@ -81,7 +81,7 @@ class PoolConfig(_Section):
     idle_yield: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
 
 
-class PricingConfig(_Section):
+class PricingConfig(StrictSection):
     rate: Annotated[float, Field(ge=-0.5, le=1.0)] = 0.0
     base_fee: NonNeg = 0.01
     spot_fee: NonNeg = 0.0005
@@ -98,7 +98,7 @@ class PricingConfig(_Section):
     cb_min_free: NonNeg = 0.0
 
 
-class HedgeConfig(_Section):
+class HedgeConfig(StrictSection):
     policy: Literal["none", "every_trade", "threshold", "periodic", "whalley_wilmott"] = "threshold"
     threshold: NonNeg = 0.02
     interval: str = "8h"
@@ -116,7 +116,7 @@ class HedgeConfig(_Section):
         return value
 
 
-class SlippageConfig(_Section):
+class SlippageConfig(StrictSection):
     model: Literal["none", "fixed_bps", "sqrt_impact", "cpmm"] = "fixed_bps"
     bps: NonNeg = 5.0
     impact_coeff: NonNeg = 0.5
@@ -128,7 +128,7 @@ class SlippageConfig(_Section):
     mev_min_notional: NonNeg = 100_000.0
 
 
-class LpConfig(_Section):
+class LpConfig(StrictSection):
     flows: str | None = None
     run_drawdown: Fraction = 0.0
     run_fraction: Fraction = 0.0
@@ -136,7 +136,7 @@ class LpConfig(_Section):
     withdrawal_fee: Fraction = 0.0
 
 
-class Strategy(_Section):
+class Strategy(StrictSection):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "default"
     description: str = ""
     data: DataConfig = Field(default_factory=DataConfig)

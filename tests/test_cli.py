@@ -193,3 +193,38 @@ def test_bench_prints_json():
 
 def test_default_strategy_is_bundled():
     assert DEFAULT_STRATEGY.is_file()
+
+
+def test_simulate_then_run_many_paths(tmp_path):
+    sim = invoke(
+        "data",
+        "simulate",
+        "gbm",
+        "--paths",
+        "3",
+        "--ticks",
+        "48",
+        "--seed",
+        "2",
+        "--set",
+        "sigma=0.9",
+        "--out",
+        str(tmp_path / "paths.parquet"),
+    )
+    assert sim.exit_code == 0, sim.output
+    frame = pl.read_parquet(tmp_path / "paths.parquet")
+    assert frame["path_id"].n_unique() == 3 and frame.height == 3 * 48
+    result = invoke(
+        "run", "--market", str(tmp_path / "paths.parquet"), "--out", str(tmp_path / "runs")
+    )
+    assert result.exit_code == 0, result.output
+    (folder,) = list((tmp_path / "runs").iterdir())
+    assert pl.read_parquet(folder / "summary.parquet").height == 3
+
+
+def test_simulate_bad_parameter_is_one_line(tmp_path):
+    result = invoke(
+        "data", "simulate", "heston", "--set", "xi=-1", "--out", str(tmp_path / "x.parquet")
+    )
+    assert result.exit_code == 2
+    assert "heston.xi" in result.output and not (tmp_path / "x.parquet").exists()

@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import Field, ValidationError, field_validator
 
-from backtest.config import _Section, parse_duration, parse_end, parse_time
+from backtest.config import StrictSection, parse_duration, parse_end, parse_time
 from backtest.errors import InputError
 from backtest.inputs.market import Market, load_market
 
@@ -52,7 +52,7 @@ _BOUNDS = {
 DIFFUSION, JUMPS, BLOCKS = 0, 1, 2
 
 
-class Gbm(_Section):
+class Gbm(StrictSection):
     """Geometric Brownian motion at constant vol; iv = sigma + iv_premium.
 
     The reference world: with iv_premium = 0 the pool sells at exactly the vol it will realise, so
@@ -68,7 +68,7 @@ class Gbm(_Section):
     )
 
 
-class Merton(_Section):
+class Merton(StrictSection):
     """Merton jump diffusion: GBM plus Poisson jumps of normal size in log spot.
 
     The drift is compensated, so E[S_T] = spot0 e^(mu T) whatever the jumps. iv is constant at the
@@ -90,7 +90,7 @@ class Merton(_Section):
     )
 
 
-class Heston(_Section):
+class Heston(StrictSection):
     """Heston stochastic variance; iv = sqrt(v) + iv_premium, so implied vol moves with realised.
 
     dv = kappa (theta - v) dt + xi sqrt(v) dW_v and d ln S = (mu - v/2) dt + sqrt(v) dW_S, with
@@ -113,7 +113,7 @@ class Heston(_Section):
     iv_floor: float = Field(0.01, gt=0.0, le=1.0, description="lowest quoted iv")
 
 
-class Bootstrap(_Section):
+class Bootstrap(StrictSection):
     """Block bootstrap of a real history: (log return, iv log change) pairs resampled together.
 
     A path is glued from blocks of consecutive history ticks. Inside a block the spot-vol
@@ -148,7 +148,7 @@ class Bootstrap(_Section):
         return value.isoformat() if isinstance(value, dt.date) else value
 
 
-MODELS: dict[str, type[_Section]] = {
+MODELS: dict[str, type[StrictSection]] = {
     "gbm": Gbm,
     "merton": Merton,
     "heston": Heston,
@@ -267,7 +267,7 @@ def _duration(step: str) -> int:
         raise InputError(f"simulate: step: {exc}") from None
 
 
-def _params(model: str, raw: dict[str, Any]) -> _Section:
+def _params(model: str, raw: dict[str, Any]) -> StrictSection:
     """The model's validated parameters; the first problem becomes `simulate: model.key: ...`."""
     cls = MODELS[model]
     try:
