@@ -11,8 +11,9 @@ import polars as pl
 
 from backtest.config import Strategy
 from backtest.inputs.market import Market
+from backtest.plan import Plan
 from backtest.pricing import greeks_throughput
-from backtest.runner import ENGINE_VERSION, assemble, simulate
+from backtest.runner import ENGINE_VERSION, simulate
 
 MINUTE_NS = 60 * 1_000_000_000
 
@@ -61,7 +62,7 @@ def board_strategy(n_ticks: int, n_trades: int) -> Strategy:
 def measure(n_ticks: int, n_trades: int) -> dict:
     strategy = board_strategy(n_ticks, n_trades)
     market = gbm_market(n_ticks)
-    prep = assemble(strategy, market, None)
+    prep = Plan(strategy, market).whole()
     simulate(prep)  # compile or load from cache
     t0 = time.perf_counter()
     out = simulate(prep)

@@ -227,10 +227,12 @@ def data_synth_flow(
 ) -> None:
     """Write the seeded synthetic flow a strategy would trade against."""
     from backtest import runner
+    from backtest.inputs.flow import public_flow
+    from backtest.plan import synthetic_flow
 
     with user_errors():
         prep = runner.prepare(strategy, market=market, seed=seed)
-        flow = runner.synthetic_flow(prep.strategy, prep.market)
+        flow = public_flow(synthetic_flow(prep.strategy, prep.market))
         output.parent.mkdir(parents=True, exist_ok=True)
         flow.write_parquet(output)
     out.print(f"wrote {flow.height:,} flow rows to {output}")

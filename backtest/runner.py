@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +19,18 @@ from backtest.config import (
     apply_overrides,
     build_strategy,
     load_strategy,
-    parse_duration,
     parse_end,
     parse_time,
 )
 from backtest.errors import InputError
-from backtest.inputs.flow import AlignedFlow, align_flow, load_flow, validate_flow
-from backtest.inputs.lp import align_lp_flows, load_lp_flows, no_lp_flows, validate_lp_flows
-from backtest.inputs.market import Market, load_market, market_from_frames, validate_market
-from backtest.inputs.surface import Surface, load_surface, no_surface
-from backtest.inputs.synthetic_flow import generate_flow
+from backtest.inputs.flow import load_flow, validate_flow
+from backtest.inputs.lp import load_lp_flows, validate_lp_flows
+from backtest.inputs.market import load_market, market_from_frames, validate_market
+from backtest.inputs.surface import Surface, load_surface
 from backtest.kernel import CACHE_DIR
 from backtest.kernel.loop import run_paths
-from backtest.kernel.types import (
-    COLLATERAL,
-    HEDGE_DTYPE,
-    INSTRUMENT,
-    POLICY,
-    REBALANCE,
-    SERIES_DTYPE,
-    SLIPPAGE,
-    STEP_DTYPE,
-    TRADE_DTYPE,
-    Params,
-)
+from backtest.kernel.types import HEDGE_DTYPE, SERIES_DTYPE, STEP_DTYPE, TRADE_DTYPE
+from backtest.plan import Batch, Plan
 from backtest.results import runfolder, tables
 from backtest.results.summary import summarise
 from backtest.results.tables import Tables
@@ -50,76 +39,33 @@ PROJECT_ROOT = Path(backtest.__file__).resolve().parents[1]
 DEFAULT_STRATEGY = PROJECT_ROOT / "strategies" / "default.toml"
 DEFAULT_OUT = Path("reports") / "runs"
 ENGINE_VERSION = f"{backtest.__version__}+{CACHE_DIR.name}"
-PATHS_PER_BATCH = 64
 
 
-@dataclass
 class Run:
-    """A finished run: its folder and tables."""
+    """A finished run folder. The summary is read at once; the detail tables when first used,
+    so opening a run of 10,000 paths does not load every tick."""
 
-    run_id: str
-    path: Path
-    summary: pl.DataFrame
-    steps: pl.DataFrame
-    trades: pl.DataFrame
-    hedges: pl.DataFrame
-    series: pl.DataFrame
-    reused: bool = False
+    def __init__(self, path: Path, reused: bool = False) -> None:
+        self.path = path
+        self.run_id = path.name
+        self.reused = reused
+        self.summary = runfolder.read_table(path, "summary")
 
-    @classmethod
-    def load(cls, path: Path, reused: bool = False) -> Run:
-        t = runfolder.read_tables(path)
-        return cls(run_id=path.name, path=path, reused=reused, **t)
+    @cached_property
+    def steps(self) -> pl.DataFrame:
+        return runfolder.read_table(self.path, "steps")
 
+    @cached_property
+    def trades(self) -> pl.DataFrame:
+        return runfolder.read_table(self.path, "trades")
 
-def params_from(strategy: Strategy) -> Params:
-    pool, pricing, hedge, slip = strategy.pool, strategy.pricing, strategy.hedge, strategy.slippage
-    return Params(
-        initial_capital=pool.initial_capital,
-        collateral=COLLATERAL[pool.collateral],
-        max_utilisation=pool.max_utilisation,
-        stress_spot=pool.stress_spot,
-        stress_vol=pool.stress_vol,
-        margin_multiplier=pool.margin_multiplier,
-        liquidation_threshold=pool.liquidation_threshold,
-        liquidation_penalty=pool.liquidation_penalty,
-        idle_yield=pool.idle_yield,
-        base_fee=pricing.base_fee,
-        spot_fee=pricing.spot_fee,
-        vega_fee=pricing.vega_fee,
-        min_fee=pricing.min_fee,
-        skew_slope=pricing.skew_slope,
-        smile_curvature=pricing.smile_curvature,
-        standard_size=pricing.standard_size,
-        iv_impact=pricing.iv_impact,
-        skew_impact=pricing.skew_impact,
-        impact_half_life=pricing.impact_half_life,
-        cb_iv_move=pricing.cb_iv_move,
-        cb_hours=pricing.cb_hours,
-        cb_min_free=pricing.cb_min_free,
-        run_drawdown=strategy.lp.run_drawdown,
-        run_fraction=strategy.lp.run_fraction,
-        withdrawal_delay_ns=int(strategy.lp.withdrawal_delay * 3600 * 1_000_000_000),
-        withdrawal_fee=strategy.lp.withdrawal_fee,
-        policy=POLICY[hedge.policy],
-        threshold=hedge.threshold,
-        interval_ns=parse_duration(hedge.interval) * 1_000_000_000,
-        rebalance_to=REBALANCE[hedge.rebalance_to],
-        instrument=INSTRUMENT[hedge.instrument],
-        hedge_cap=hedge.hedge_cap,
-        max_notional_per_step=hedge.max_notional_per_step,
-        latency=hedge.latency,
-        risk_aversion=hedge.risk_aversion,
-        slippage=SLIPPAGE[slip.model],
-        bps=slip.bps,
-        impact_coeff=slip.impact_coeff,
-        adv_usd=slip.adv_usd,
-        liquidity_usd=slip.liquidity_usd,
-        fee_bps=slip.fee_bps,
-        gas_usd=slip.gas_usd,
-        mev_bps=slip.mev_bps,
-        mev_min_notional=slip.mev_min_notional,
-    )
+    @cached_property
+    def hedges(self) -> pl.DataFrame:
+        return runfolder.read_table(self.path, "hedges")
+
+    @cached_property
+    def series(self) -> pl.DataFrame:
+        return runfolder.read_table(self.path, "series")
 
 
 def resolve_data_path(
@@ -148,37 +94,6 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def synthetic_flow(strategy: Strategy, market: Market) -> pl.DataFrame:
-    """One seeded flow per path; a multi-path market gets a distinct seed per path."""
-    frames = []
-    for k, pid in enumerate(market.path_ids):
-        cfg = strategy.flow
-        if market.n_paths > 1:
-            seed = np.random.SeedSequence([cfg.seed, int(pid)]).generate_state(1)[0]
-            cfg = cfg.model_copy(update={"seed": int(seed)})
-        sl = market.path(k)
-        frame = generate_flow(
-            market.ts[sl], market.spot[sl], market.iv[sl], cfg, rate=strategy.pricing.rate
-        )
-        if market.n_paths > 1:
-            frame = frame.with_columns(path_id=pl.lit(int(pid), pl.Int64))
-        frames.append(frame)
-    return pl.concat(frames, how="diagonal_relaxed").sort("ts", maintain_order=True)
-
-
-@dataclass
-class Prepared:
-    strategy: Strategy
-    market: Market
-    flow: pl.DataFrame
-    aligned: AlignedFlow
-    params: Params
-    run_id: str
-    resolved: dict[str, Any]
-    surface: Surface
-    lp_flows: tuple[np.ndarray, np.ndarray]  # (tick per path and row, amount)
-
-
 def prepare(
     strategy: str | Path | Strategy | None = None,
     *,
@@ -187,7 +102,7 @@ def prepare(
     seed: int | None = None,
     run_id: str | None = None,
     overrides: dict[str, Any] | None = None,
-) -> Prepared:
+) -> Plan:
     """Everything a run needs, validated; raises InputError before anything is written."""
     strategy_file: Path | None = None
     if strategy is None:
@@ -244,39 +159,15 @@ def prepare(
         run_id = f"{strategy.name}-{digest[:10]}"
     run_facts |= {"market_file": str(market_path), "run_id": run_id}
     end_ns = int(end.timestamp() * 1e9) if end else None
-    return assemble(
-        strategy, mkt, flow_frame, end_ns, run_id, run_facts, surface=surface, lp_flows=lp_flows
-    )
-
-
-def assemble(
-    strategy: Strategy,
-    market: Market,
-    flow: pl.DataFrame | None,
-    end_ns: int | None = None,
-    run_id: str = "in-memory",
-    run_facts: dict[str, Any] | None = None,
-    surface: Surface | None = None,
-    lp_flows: pl.DataFrame | None = None,
-) -> Prepared:
-    """Validated market + flow (None = synthetic) -> everything the kernel needs."""
-    if flow is None:
-        flow = validate_flow(synthetic_flow(strategy, market), "synthetic flow")
-    aligned = align_flow(flow, market, end_ns)
-    lp_flows = no_lp_flows() if lp_flows is None else lp_flows
-    if end_ns is not None:
-        lp_flows = lp_flows.filter(pl.col("ts") < end_ns)
-    resolved = {"strategy": strategy.model_dump(mode="json"), "run": run_facts or {}}
-    return Prepared(
+    return Plan(
         strategy,
-        market,
-        flow,
-        aligned,
-        params_from(strategy),
+        mkt,
+        flow_frame,
+        end_ns,
         run_id,
-        resolved,
-        surface or no_surface(),
-        align_lp_flows(lp_flows, market),
+        {"strategy": strategy.model_dump(mode="json"), "run": run_facts},
+        surface,
+        lp_flows,
     )
 
 
@@ -289,51 +180,46 @@ class KernelOutput:
     series: np.ndarray
 
 
-def simulate(prep: Prepared, on_batch: Callable[[int, int], None] | None = None) -> KernelOutput:
-    """Run the kernel over every path, in batches so a progress bar can move between them."""
-    mkt, fl = prep.market, prep.aligned
+def simulate(batch: Batch) -> KernelOutput:
+    """Run the kernel over every path of a batch (in parallel across paths)."""
+    mkt, fl = batch.market, batch.aligned
     n_ticks, n_flow, n_paths = len(mkt.ts), len(fl.tick), mkt.n_paths
     steps = np.zeros(n_ticks, STEP_DTYPE)
     trades = np.zeros(n_flow, TRADE_DTYPE)
     hedges = np.zeros(2 * n_ticks, HEDGE_DTYPE)  # room for a policy fill and a liquidation
     series = np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE)
-    n_hedges = np.zeros(n_paths, np.int64)
-    series_arrays = (
-        fl.series_expiry,
-        fl.series_strike,
-        fl.series_kind,
-        fl.series_expiry_id,
-        fl.series_strike_id,
+    surf = batch.surface
+    n_hedges = run_paths(
+        (mkt.ts, mkt.spot, mkt.iv, mkt.rate, mkt.funding, surf.snapshot_at(mkt.ts)),
+        mkt.offsets,
+        (
+            fl.series_expiry,
+            fl.series_strike,
+            fl.series_kind,
+            fl.series_expiry_id,
+            fl.series_strike_id,
+        ),
+        (surf.tenors, surf.log_moneyness, surf.vols),
+        (fl.tick, fl.series, fl.side, fl.size),
+        fl.offsets,
+        batch.lp_flows,
+        batch.params,
+        (steps, trades, hedges, series),
     )
-    surf = prep.surface
-    surface = (surf.tenors, surf.log_moneyness, surf.vols)
-    snapshot = surf.snapshot_at(mkt.ts)
-    for first in range(0, n_paths, PATHS_PER_BATCH):
-        last = min(first + PATHS_PER_BATCH, n_paths)
-        a, b = mkt.offsets[first], mkt.offsets[last]
-        fa, fb = fl.offsets[first], fl.offsets[last]
-        n_hedges[first:last] = run_paths(
-            (
-                mkt.ts[a:b],
-                mkt.spot[a:b],
-                mkt.iv[a:b],
-                mkt.rate[a:b],
-                mkt.funding[a:b],
-                snapshot[a:b],
-            ),
-            mkt.offsets[first : last + 1] - a,
-            series_arrays,
-            surface,
-            (fl.tick[fa:fb], fl.series[fa:fb], fl.side[fa:fb], fl.size[fa:fb]),
-            fl.offsets[first : last + 1] - fa,
-            (prep.lp_flows[0][first:last], prep.lp_flows[1]),
-            prep.params,
-            (steps[a:b], trades[fa:fb], hedges[2 * a : 2 * b], series[first:last]),
-        )
-        if on_batch is not None:
-            on_batch(last, n_paths)
-    trades["flow_row"] = fl.source_row
     return KernelOutput(steps, trades, hedges, n_hedges, series)
+
+
+def run_batches(
+    plan: Plan, on_batch: Callable[[int, int], None] | None = None
+) -> Iterator[tuple[pl.DataFrame, Tables]]:
+    """(summary, tables) of each batch of paths, in path order."""
+    done = 0
+    for batch in plan.batches():
+        built = tables.build(batch, simulate(batch))
+        done += batch.market.n_paths
+        if on_batch is not None:
+            on_batch(done, plan.market.n_paths)
+        yield summarise(batch, built), built
 
 
 def run(
@@ -345,24 +231,27 @@ def run(
     run_id: str | None = None,
     seed: int | None = None,
     force: bool = False,
+    keep: str = "all",
     on_batch: Callable[[int, int], None] | None = None,
     **overrides: Any,
 ) -> Run:
     """Run a strategy; overrides are `section__key=value` (e.g. `hedge__threshold=0.05`).
 
-    An identical earlier run (same run_id) is reused unless `force`.
+    An identical earlier run (same run_id) is reused unless `force`. `keep="summary"` writes
+    only the per-path summaries (for very many paths); "all" writes every table.
     """
+    if keep not in ("all", "summary"):
+        raise InputError(f"keep: expected 'all' or 'summary', got {keep!r}")
     dotted = {k.replace("__", "."): v for k, v in overrides.items()}
     prep = prepare(strategy, market=market, flow=flow, seed=seed, run_id=run_id, overrides=dotted)
     out_root = Path(out) if out is not None else DEFAULT_OUT
     final = out_root / prep.run_id
     if final.exists() and not force:
-        return Run.load(final, reused=True)
-    result = simulate(prep, on_batch)
-    built = tables.build(prep, result)
-    summary = summarise(prep, built)
-    runfolder.write(final, prep.resolved, summary, built)
-    return Run.load(final)
+        return Run(final, reused=True)
+    with runfolder.RunFolderWriter(final, prep.resolved, keep_tables=keep == "all") as writer:
+        for summary, built in run_batches(prep, on_batch):
+            writer.add(summary, built)
+    return Run(final)
 
 
 def simulate_frames(
@@ -380,6 +269,7 @@ def simulate_frames(
     mkt = market_from_frames([validate_market(market, "market", strategy.pricing.rate)], "market")
     flow_frame = None if flow is None else validate_flow(flow, "flow")
     lp_frame = None if lp_flows is None else validate_lp_flows(lp_flows, "lp flows")
-    prep = assemble(strategy, mkt, flow_frame, surface=surface, lp_flows=lp_frame)
-    built = tables.build(prep, simulate(prep))
-    return built, summarise(prep, built)
+    plan = Plan(strategy, mkt, flow_frame, surface=surface, lp_flows=lp_frame)
+    batch = plan.whole()
+    built = tables.build(batch, simulate(batch))
+    return built, summarise(batch, built)

@@ -8,7 +8,7 @@ import pytest
 
 from backtest.errors import InputError
 from backtest.inputs.deribit import REQUIRED, import_deribit_trades
-from backtest.inputs.synthetic_flow import FLOW_SCHEMA
+from backtest.inputs.flow import FLOW_SCHEMA
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = SHARED_DATA / "deribit_btc_option_trades_SAMPLE_2026-08-16.parquet"

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from backtest.inputs.flow import FLOW_SCHEMA
 from backtest.kernel.types import PNL_COMPONENTS, SPOT_SHOCKS, VOL_SHOCKS
 from backtest.pricing import greeks, price
 from backtest.runner import simulate_frames
@@ -65,16 +66,6 @@ def market(
     if path_id is not None:
         data["path_id"] = [path_id] * n
     return pl.DataFrame(data).with_columns(pl.col("ts").cast(UTC_US))
-
-
-FLOW_SCHEMA = {
-    "ts": UTC_US,
-    "expiry": UTC_US,
-    "strike": pl.Float64,
-    "kind": pl.String,
-    "side": pl.Int64,
-    "size": pl.Float64,
-}
 
 
 def flow(*rows) -> pl.DataFrame:

@@ -10,19 +10,12 @@ import polars as pl
 import pytest
 from scenarios import START, no_fees
 
+from backtest.inputs.flow import FLOW_SCHEMA
 from backtest.inputs.surface import Surface, load_surface
 from backtest.pricing import greeks
 from backtest.runner import simulate_frames
 
 HOUR = dt.timedelta(hours=1)
-FLOW_SCHEMA = {
-    "ts": pl.Datetime("us", "UTC"),
-    "expiry": pl.Datetime("us", "UTC"),
-    "strike": pl.Float64,
-    "kind": pl.String,
-    "side": pl.Int8,
-    "size": pl.Float64,
-}
 
 
 def flat_market(n: int, spot: float = 2000.0, iv: float = 0.6, **columns) -> pl.DataFrame:

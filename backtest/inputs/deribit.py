@@ -11,7 +11,8 @@ from pathlib import Path
 import polars as pl
 
 from backtest.errors import InputError
-from backtest.inputs.synthetic_flow import EXPIRY_HOUR, FLOW_SCHEMA
+from backtest.inputs.flow import FLOW_SCHEMA
+from backtest.inputs.synthetic_flow import EXPIRY_HOUR
 
 REQUIRED = ("ts", "instrument_name", "direction", "amount")
 # underlying - expiry day/month/year - strike ("d" is the decimal point, e.g. 0d625) - C/P

@@ -20,12 +20,22 @@ from backtest.inputs.checks import (
 )
 from backtest.inputs.market import Market
 
-FLOW_COLUMNS = ("ts", "expiry", "strike", "kind", "side", "size")
+# The flow file schema of DESIGN.md, as written by the importer and the generator.
+FLOW_SCHEMA = {
+    "ts": pl.Datetime("us", "UTC"),
+    "expiry": pl.Datetime("us", "UTC"),
+    "strike": pl.Float64,
+    "kind": pl.String,
+    "side": pl.Int8,
+    "size": pl.Float64,
+}
+FLOW_COLUMNS = tuple(FLOW_SCHEMA)
 ALL_PATHS = -1
 
 
 def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
-    """The canonical flow frame: ts/expiry as UTC ns, kind +1/-1, path_id (-1 = every path)."""
+    """The canonical flow frame: ts/expiry as UTC ns, kind +1/-1, path_id (-1 = every path),
+    and flow_row, the row as given, so results point back into the user's file."""
     require_columns(df, source, FLOW_COLUMNS)
     ts = as_utc_ns(df, source, "ts")
     expiry = as_utc_ns(df, source, "expiry")
@@ -58,9 +68,26 @@ def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
             "size": as_float(df, source, "size", positive=True),
             "path_id": path_id,
             "informed": informed if informed is not None else pl.Series([False] * df.height),
+            "flow_row": pl.Series(range(df.height), dtype=pl.Int64),
         }
     )
     return out.sort("ts", maintain_order=True)
+
+
+def public_flow(flow: pl.DataFrame) -> pl.DataFrame:
+    """A canonical flow frame back in the file schema of DESIGN.md, for writing."""
+    utc = pl.Datetime("ns", "UTC")
+    frame = flow.select(
+        pl.col("ts").cast(utc).dt.cast_time_unit("us"),
+        pl.col("expiry").cast(utc).dt.cast_time_unit("us"),
+        "strike",
+        pl.when(pl.col("kind") > 0).then(pl.lit("C")).otherwise(pl.lit("P")).alias("kind"),
+        "side",
+        "size",
+        "path_id",
+        "informed",
+    )
+    return frame.drop("path_id") if (frame["path_id"] == ALL_PATHS).all() else frame
 
 
 def load_flow(path: str | Path) -> pl.DataFrame:

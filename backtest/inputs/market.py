@@ -34,6 +34,7 @@ class Market:
     funding: np.ndarray
     path_ids: np.ndarray  # int64, one per path
     offsets: np.ndarray  # int64, n_paths + 1
+    multi_path: bool = False  # from a multi-path file (stays True for a subset of its paths)
 
     @property
     def n_paths(self) -> int:
@@ -41,6 +42,20 @@ class Market:
 
     def path(self, k: int) -> slice:
         return slice(int(self.offsets[k]), int(self.offsets[k + 1]))
+
+    def subset(self, first: int, last: int) -> Market:
+        """Paths first..last-1, sharing memory with this market."""
+        rows = slice(int(self.offsets[first]), int(self.offsets[last]))
+        return Market(
+            ts=self.ts[rows],
+            spot=self.spot[rows],
+            iv=self.iv[rows],
+            rate=self.rate[rows],
+            funding=self.funding[rows],
+            path_ids=self.path_ids[first:last],
+            offsets=self.offsets[first : last + 1] - self.offsets[first],
+            multi_path=self.multi_path,
+        )
 
     def frame(self) -> pl.DataFrame:
         path_of_row = np.repeat(self.path_ids, np.diff(self.offsets))
@@ -125,4 +140,5 @@ def market_from_frames(
         funding=df["funding"].to_numpy().astype(np.float64),
         path_ids=counts["path_id"].to_numpy().astype(np.int64),
         offsets=offsets,
+        multi_path=counts.height > 1,
     )

@@ -15,6 +15,7 @@ import polars as pl
 
 from backtest.config import FlowConfig
 from backtest.errors import InputError
+from backtest.inputs.flow import FLOW_SCHEMA
 
 NS_PER_HOUR = 3_600 * 10**9
 NS_PER_DAY = 24 * NS_PER_HOUR
@@ -28,14 +29,6 @@ MIN_TIME_TO_EXPIRY_NS = NS_PER_HOUR
 STRIKE_REFERENCE_TENOR = 30 / 365
 STRIKE_MIN_TENOR = 1 / 365
 
-FLOW_SCHEMA = {
-    "ts": pl.Datetime("us", "UTC"),
-    "expiry": pl.Datetime("us", "UTC"),
-    "strike": pl.Float64,
-    "kind": pl.String,
-    "side": pl.Int8,
-    "size": pl.Float64,
-}
 SYNTHETIC_FLOW_SCHEMA = FLOW_SCHEMA | {"informed": pl.Boolean}
 
 

@@ -79,7 +79,7 @@ WQ_HEAD, WQ_TAIL, CB_FROM, LP_AT = range(8, 12)
 N_IST = 12
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def series_vol(i, t, mk, ser, surf, impact, p):
     """Vol of series i at tick t: the surface (or ATM iv + smile) plus inventory impact."""
     ts, spot, iv, rate, _, surf_idx = mk
@@ -96,7 +96,7 @@ def series_vol(i, t, mk, ser, surf, impact, p):
     return max(base + imp_expiry[expiry_id[i]] + imp_strike[strike_id[i]], MIN_VOL)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def value_series(val, i, t, mk, ser, surf, impact, p):
     """Revalue series i at tick t into val[i]."""
     ts, spot, _, rate, _, _ = mk
@@ -125,7 +125,7 @@ def drop_live(live, ist, i):
             return
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def change_position(i, dq, mark_, book, acct, ist):
     """Move series i's position by dq at its mark: greeks, live list and dust follow."""
     qty, val, _, live, _, _, _ = book
@@ -145,7 +145,7 @@ def change_position(i, dq, mark_, book, acct, ist):
     acct[BOOK_VEGA] += dq * val[i, VEGA]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def mark(t, mk, ser, surf, impact, book, st, series_out, p):
     """Step 1: revalue the book held since t-1 and attribute the move, series by series."""
     ts, spot, _, _, _, _ = mk
@@ -201,7 +201,7 @@ def mark(t, mk, ser, surf, impact, book, st, series_out, p):
         rec.pnl_residual += c_res
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def settle(t, mk, ser, book, acct, ist):
     """Step 2: expired series pay intrinsic at spot[t], which is already their mark."""
     ts = mk[0]
@@ -218,7 +218,7 @@ def settle(t, mk, ser, book, acct, ist):
         j -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fund(t, mk, acct, pnl, p):
     """Step 3: idle yield on free capital and perp funding over (t-1, t]."""
     ts, spot, _, _, funding, _ = mk
@@ -230,7 +230,7 @@ def fund(t, mk, acct, pnl, p):
     pnl[P_FUNDING] += paid
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def book_state(t, mk, ser, book, acct, ist, p):
     """NAV, book greeks and collateral requirement of the book at t (scenario PnLs if dynamic)."""
     ts, spot, _, rate, _, _ = mk
@@ -272,7 +272,7 @@ def book_state(t, mk, ser, book, acct, ist, p):
     acct[NAV] = acct[CASH] + value + (0.0 if p.instrument == PERP else acct[UNITS] * s_t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def circuit_breaker(t, mk, log_iv_sum, acct, ist, p):
     """Halt new flow for cb_hours when iv strays from its trailing geometric mean by more than
     cb_iv_move (vol points), or when free capital falls below cb_min_free x NAV."""
@@ -292,7 +292,7 @@ def circuit_breaker(t, mk, log_iv_sum, acct, ist, p):
     ist[HALTED] = 1 if ts[t] < ist[HALT_UNTIL] else 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fill_size(i, t, mk, ser, book, acct, direction, size, p):
     """How much of a trade fits under max_utilisation x NAV (or the current requirement, if the
     pool is already above it: risk-reducing trades always fit)."""
@@ -315,7 +315,7 @@ def fill_size(i, t, mk, ser, book, acct, direction, size, p):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fee_for(filled, side, mark_, spot, trade_vega, acct, p):
     """(fee, its vega-utilisation part): base x mark + spot fee per contract, plus the vega fee
     when the trade grows |net vega|, at least min_fee per contract, never more than a seller's
@@ -331,7 +331,7 @@ def fee_for(filled, side, mark_, spot, trade_vega, acct, p):
     return fee, vega_fee
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def trade(t, mk, ser, surf, impact, flow, book, st, out, p):
     """Step 4: fill the flow rows of this tick at its marks plus fees, under the collateral cap.
 
@@ -373,6 +373,8 @@ def trade(t, mk, ser, surf, impact, flow, book, st, out, p):
             rec.reject_reason = REJECT_HALTED
         else:
             filled = fill_size(i, t, mk, ser, book, acct, direction, size, p)
+            if filled < DUST:  # rounding left by the cap arithmetic, not a fill
+                filled = 0.0
             rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
         rec.filled = filled
         if filled <= 0.0:
@@ -431,7 +433,7 @@ def fill_hedge(t, mk, order, reason, book, st, hedges, p):
     ist[N_HEDGES] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def hedge_step(t, mk, pending, pending_reason, book, st, hedges, p):
     """Step 5: fill what was decided `latency` ticks ago at this tick's price, then decide."""
     ts, spot, iv, _, _, _ = mk
@@ -580,7 +582,7 @@ def shrink(t, mk, ser, book, st, out, reserve, p):
         series_out[pick].volume += x
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lp_step(t, mk, ser, lp, queue, book, st, out, p):
     """LP deposits and withdrawals at NAV per share; withdrawals wait withdrawal_delay, pay the
     fee to the LPs who stay, and force the book to shrink when collateral would not fit."""
@@ -632,7 +634,7 @@ def lp_step(t, mk, ser, lp, queue, book, st, out, p):
         acct[LP_FLOW] -= payout
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def record(t, mk, book, st, steps):
     ts, spot, iv, _, _, _ = mk
     qty, val, _, live, _, _, _ = book

@@ -73,7 +73,6 @@ STEP_DTYPE = np.dtype(
 
 TRADE_DTYPE = np.dtype(
     [
-        ("flow_row", np.int64),
         ("ts", np.int64),
         ("series", np.int64),
         ("side", np.float64),

@@ -1,4 +1,11 @@
-"""Per-path summary metrics: what LPs earned, where it came from, and what nearly broke the pool."""
+"""Per-path summary metrics: what LPs earned, where it came from, and what nearly broke the pool.
+
+Every metric is a polars group-by over `path_id`, so all paths are summarised at once: a Monte
+Carlo run has thousands of paths, and a Python loop over them would cost more than the simulation.
+
+What an LP earned (lp_return, apy, sharpe, volatility, drawdowns) is measured on NAV per share, so
+deposits and withdrawals are not mistaken for profit or loss; without LP flows it is NAV / initial.
+"""
 
 from __future__ import annotations
 
@@ -8,110 +15,322 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from backtest.kernel.types import PNL_COMPONENTS, SERIES_COMPONENTS
+from backtest.kernel.types import PNL_COMPONENTS, REJECT_REASONS, SERIES_COMPONENTS
 
 if TYPE_CHECKING:
     from backtest.results.tables import Tables
     from backtest.runner import Prepared
 
 SECONDS_PER_YEAR = 365 * 86_400
-OPTION_COMPONENTS = list(SERIES_COMPONENTS)
+SECONDS_PER_DAY = 86_400
+TOTALS = (*PNL_COMPONENTS, "pnl_total", "lp_flow")
+REASONS = tuple(r for r in REJECT_REASONS if r)
+UTC_US = pl.Datetime("us", "UTC")
+QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
+TAIL_LEVELS = (0.95, 0.99)
+
+INITIAL_NAV_PER_SHARE = 1.0  # the kernel issues one share per unit of initial capital
+
+nav, ts, per_share = pl.col("nav"), pl.col("ts"), pl.col("nav_per_share")
 
 
-def max_drawdown(nav: np.ndarray) -> float:
-    """Largest fall from a running peak, as a fraction of that peak."""
-    peak = np.maximum.accumulate(nav)
-    return float(np.max(1.0 - nav / peak)) if len(nav) else 0.0
+def _lp_ticks(steps: pl.DataFrame) -> pl.DataFrame:
+    """Ticks at which LPs hold shares: after a full withdrawal NAV per share means nothing."""
+    return steps.filter(pl.col("shares") > 0)
 
 
-def daily_sharpe(ts: pl.Series, nav: pl.Series) -> float | None:
-    """Annualised Sharpe of daily NAV returns (last NAV of each UTC day), zero risk-free rate."""
+def _ratio(num: pl.Expr, den: pl.Expr, when: pl.Expr | None = None) -> pl.Expr:
+    """num / den, null where the ratio means nothing (den not positive by default)."""
+    return pl.when(den > 0 if when is None else when).then(num / den)
+
+
+def _step_metrics(steps: pl.DataFrame, initial: float) -> pl.DataFrame:
+    by_path = steps.with_columns(
+        option_move=pl.sum_horizontal(SERIES_COMPONENTS).abs(),
+        reconcile=(
+            nav
+            - nav.shift(1).over("path_id").fill_null(initial)
+            - pl.col("pnl_total")
+            - pl.col("lp_flow")
+        ).abs(),
+    )
+    return by_path.group_by("path_id", maintain_order=True).agg(
+        *[pl.col(c).sum() for c in TOTALS],
+        start=ts.first(),
+        end=ts.last(),
+        n_ticks=pl.len().cast(pl.Int64),
+        final_nav=nav.last(),
+        max_utilisation=pl.col("utilisation").max(),
+        mean_utilisation=pl.col("utilisation").mean(),
+        insolvent=pl.col("insolvent").any(),
+        insolvency_ts=ts.filter(pl.col("insolvent")).first(),
+        bad_debt=pl.max_horizontal(pl.lit(0.0), -nav.min()),
+        residual_share=_ratio(
+            pl.col("pnl_residual").abs().sum(), pl.col("option_move").sum()
+        ).fill_null(0.0),
+        reconcile_max_abs=pl.col("reconcile").max(),
+    )
+
+
+def _daily_metrics(steps: pl.DataFrame) -> pl.DataFrame:
+    """Sharpe and volatility of daily returns (last NAV per share of each UTC day), zero risk-free
+    rate, annualised with 365 days; null with fewer than three days or a non-positive value to
+    divide by."""
     daily = (
-        pl.DataFrame({"ts": ts, "nav": nav})
-        .group_by_dynamic("ts", every="1d")
-        .agg(pl.col("nav").last())["nav"]
-        .to_numpy()
+        _lp_ticks(steps)
+        .group_by_dynamic("ts", every="1d", group_by="path_id")
+        .agg(value=per_share.last())
     )
-    if len(daily) < 3 or np.any(daily[:-1] <= 0):
-        return None
-    returns = np.diff(daily) / daily[:-1]
-    sd = returns.std(ddof=1)
-    return float(returns.mean() / sd * math.sqrt(365.0)) if sd > 0 else None
-
-
-def apy(initial: float, final: float, years: float) -> float | None:
-    if years <= 0:
-        return None
-    if final <= 0:
-        return -1.0
-    return (final / initial) ** (1.0 / years) - 1.0
-
-
-def path_summary(
-    steps: pl.DataFrame, trades: pl.DataFrame, hedges: pl.DataFrame, initial: float
-) -> dict:
-    nav = steps["nav"].to_numpy()
-    ts = steps["ts"]
-    years = (ts[-1] - ts[0]).total_seconds() / SECONDS_PER_YEAR
-    totals = {c: float(steps[c].sum()) for c in (*PNL_COMPONENTS, "pnl_total", "lp_flow")}
-    option_moves = steps.select(pl.sum_horizontal(OPTION_COMPONENTS).abs()).to_series().sum()
-    reconcile = np.abs(
-        np.diff(nav, prepend=initial) - steps["pnl_total"].to_numpy() - steps["lp_flow"].to_numpy()
+    value = pl.col("value")
+    ret = value / value.shift(1) - 1.0
+    sd = ret.std(ddof=1)
+    valid = (pl.len() >= 3) & ~((value <= 0) & value.shift(-1).is_not_null()).any() & (sd > 0)
+    return daily.group_by("path_id").agg(
+        sharpe=_ratio(ret.mean() * math.sqrt(365.0), sd, valid),
+        volatility=pl.when(valid).then(sd * math.sqrt(365.0)),
     )
-    insolvent = steps.filter(pl.col("insolvent"))
-    fees = totals["pnl_fees"]
-    filled = trades.filter(pl.col("filled") > 0)
-    final = float(nav[-1])
-    return {
-        "start": ts[0],
-        "end": ts[-1],
-        "n_ticks": steps.height,
-        "initial_nav": initial,
-        "final_nav": final,
-        **totals,
-        "lp_return": final / initial - 1.0,
-        "apy": apy(initial, final, years),
-        "sharpe": daily_sharpe(ts, steps["nav"]),
-        "max_drawdown": max_drawdown(nav),
-        "n_trades": filled.height,
-        "n_partial": trades.filter(
-            (pl.col("filled") > 0) & (pl.col("filled") < pl.col("size"))
-        ).height,
-        "n_rejected": trades.filter(pl.col("filled") == 0).height,
-        "volume": float(filled["filled"].sum()),
-        "n_hedges": hedges.height,
-        "hedge_volume": float(hedges["qty"].abs().sum()),
-        "hedge_notional": float((hedges["qty"].abs() * hedges["spot"]).sum()),
-        "hedge_cost_over_fees": -totals["pnl_hedge_cost"] / fees if fees > 0 else None,
-        "max_utilisation": float(steps["utilisation"].max()),
-        "mean_utilisation": float(steps["utilisation"].mean()),
-        "insolvent": insolvent.height > 0,
-        "insolvency_ts": insolvent["ts"][0] if insolvent.height else None,
-        "bad_debt": max(0.0, -float(nav.min())),
-        "residual_share": float(steps["pnl_residual"].abs().sum() / option_moves)
-        if option_moves > 0
-        else 0.0,
-        "reconcile_max_abs": float(reconcile.max()),
-    }
+
+
+def _drawdown_metrics(steps: pl.DataFrame) -> pl.DataFrame:
+    """The LPs' return and their deepest drawdown (depth, dates) and longest time under water.
+
+    An episode starts at each tick where NAV per share is at its running peak; it is under water
+    until the next episode starts (recovery) or the path ends.
+    """
+    peak = per_share.cum_max().over("path_id")
+    episodes = (
+        _lp_ticks(steps)
+        .select(
+            "path_id",
+            "ts",
+            "nav_per_share",
+            depth=1.0 - per_share / peak,
+            episode=(per_share >= peak).cum_sum().over("path_id"),
+        )
+        .group_by("path_id", "episode", maintain_order=True)
+        .agg(
+            peak=ts.first(),
+            last=ts.last(),
+            underwater=pl.len() > 1,
+            depth=pl.col("depth").max(),
+            trough=ts.get(pl.col("depth").arg_max()),
+            final_per_share=per_share.last(),
+        )
+        .with_columns(recovery=pl.col("peak").shift(-1).over("path_id"))
+        .with_columns(
+            days=pl.when("underwater")
+            .then(pl.coalesce("recovery", pl.col("last").max().over("path_id")) - pl.col("peak"))
+            .otherwise(pl.duration(seconds=0))
+            .dt.total_seconds(fractional=True)
+            / SECONDS_PER_DAY
+        )
+    )
+
+    def at_deepest(name: str) -> pl.Expr:
+        """The episode holding the path's deepest point (the first, on a tie)."""
+        return pl.when(pl.col("depth").max() > 0).then(pl.col(name).get(pl.col("depth").arg_max()))
+
+    return episodes.group_by("path_id").agg(
+        lp_return=pl.col("final_per_share").last() / INITIAL_NAV_PER_SHARE - 1.0,
+        max_drawdown=pl.col("depth").max(),
+        max_drawdown_peak=at_deepest("peak"),
+        max_drawdown_trough=at_deepest("trough"),
+        max_drawdown_recovery=at_deepest("recovery"),
+        longest_underwater_days=pl.col("days").max(),
+    )
+
+
+def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
+    filled, size, reason = pl.col("filled"), pl.col("size"), pl.col("reject_reason")
+    rejected = filled == 0
+    partial = (filled > 0) & (filled < size)
+    return trades.group_by("path_id").agg(
+        *[(rejected & (reason == r)).sum().alias(f"n_rejected_{r}") for r in REASONS],
+        *[(partial & (reason == r)).sum().alias(f"n_partial_{r}") for r in REASONS],
+        n_trades=(filled > 0).sum(),
+        n_partial=partial.sum(),
+        n_rejected=rejected.sum(),
+        volume=filled.filter(filled > 0).sum(),
+        n_flow=pl.len(),
+        fill_ratio=_ratio(filled.sum(), size.sum()),
+    )
+
+
+def _hedge_metrics(hedges: pl.DataFrame) -> pl.DataFrame:
+    costs = ("slippage_cost", "gas_cost", "mev_cost")
+    return hedges.group_by("path_id").agg(
+        n_hedges=pl.len(),
+        hedge_volume=pl.col("qty").abs().sum(),
+        hedge_notional=(pl.col("qty").abs() * pl.col("spot")).sum(),
+        hedge_cost=pl.sum_horizontal(costs).sum(),
+        hedge_slippage=pl.col("slippage_cost").sum(),
+        hedge_gas=pl.col("gas_cost").sum(),
+        hedge_mev=pl.col("mev_cost").sum(),
+    )
+
+
+COUNTS = (
+    "n_trades",
+    "n_partial",
+    "n_rejected",
+    "n_flow",
+    *[f"n_{state}_{r}" for state in ("rejected", "partial") for r in REASONS],
+    "n_hedges",
+)
+AMOUNTS = (
+    "volume",
+    "hedge_volume",
+    "hedge_notional",
+    "hedge_cost",
+    "hedge_slippage",
+    "hedge_gas",
+    "hedge_mev",
+)
+TIMESTAMPS = (
+    "start",
+    "end",
+    "insolvency_ts",
+    "max_drawdown_peak",
+    "max_drawdown_trough",
+    "max_drawdown_recovery",
+)
+# Keys in the order of summary.json; the first block is the original contract (DESIGN.md).
+COLUMNS = (
+    "run_id",
+    "strategy",
+    "path_id",
+    "n_paths",
+    "start",
+    "end",
+    "n_ticks",
+    "initial_nav",
+    "final_nav",
+    *TOTALS,
+    "lp_return",
+    "apy",
+    "sharpe",
+    "max_drawdown",
+    "n_trades",
+    "n_partial",
+    "n_rejected",
+    "volume",
+    "n_hedges",
+    "hedge_volume",
+    "hedge_notional",
+    "hedge_cost_over_fees",
+    "max_utilisation",
+    "mean_utilisation",
+    "insolvent",
+    "insolvency_ts",
+    "bad_debt",
+    "residual_share",
+    "reconcile_max_abs",
+    "volatility",
+    "max_drawdown_peak",
+    "max_drawdown_trough",
+    "max_drawdown_recovery",
+    "longest_underwater_days",
+    "gamma_theta_ratio",
+    "n_flow",
+    "fill_ratio",
+    *[f"n_{state}_{r}" for state in ("rejected", "partial") for r in REASONS],
+    "hedge_cost",
+    "hedge_slippage",
+    "hedge_gas",
+    "hedge_mev",
+    "hedge_cost_bps",
+)
+
+
+def summary_frame(
+    steps: pl.DataFrame,
+    trades: pl.DataFrame,
+    hedges: pl.DataFrame,
+    *,
+    initial: float,
+    run_id: str,
+    strategy: str,
+    n_paths: int,
+) -> pl.DataFrame:
+    """One row per path (in the order paths appear in `steps`), columns as in COLUMNS.
+
+    `n_paths` is the caller's count: a large run is summarised batch by batch, and the run
+    folder writer sets the whole run's.
+    """
+    years = (pl.col("end") - pl.col("start")).dt.total_seconds(fractional=True) / SECONDS_PER_YEAR
+    growth = 1.0 + pl.col("lp_return")
+    frame = (
+        _step_metrics(steps, initial)
+        .join(_daily_metrics(steps), on="path_id", how="left")
+        .join(_drawdown_metrics(steps), on="path_id", how="left", maintain_order="left")
+        .join(_trade_metrics(trades), on="path_id", how="left", maintain_order="left")
+        .join(_hedge_metrics(hedges), on="path_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.col(*COUNTS).fill_null(0).cast(pl.Int64),
+            pl.col(*AMOUNTS).fill_null(0.0),
+        )
+    )
+    return frame.with_columns(
+        pl.col(TIMESTAMPS).cast(UTC_US),
+        run_id=pl.lit(run_id),
+        strategy=pl.lit(strategy),
+        n_paths=pl.lit(n_paths, pl.Int64),
+        initial_nav=pl.lit(float(initial)),
+        apy=pl.when(years <= 0)
+        .then(None)
+        .when(growth <= 0)
+        .then(-1.0)
+        .otherwise(growth ** (1.0 / years) - 1.0),
+        hedge_cost_over_fees=_ratio(-pl.col("pnl_hedge_cost"), pl.col("pnl_fees")),
+        gamma_theta_ratio=_ratio(
+            -pl.col("pnl_gamma"), pl.col("pnl_theta"), pl.col("pnl_theta") != 0
+        ),
+        hedge_cost_bps=_ratio(1e4 * pl.col("hedge_cost"), pl.col("hedge_notional")),
+    ).select(COLUMNS)
 
 
 def summarise(prep: Prepared, tables: Tables) -> pl.DataFrame:
-    rows = []
-    initial = prep.strategy.pool.initial_capital
-    for pid in prep.market.path_ids:
-        pid = int(pid)
-        rows.append(
-            {
-                "run_id": prep.run_id,
-                "strategy": prep.strategy.name,
-                "path_id": pid,
-                "n_paths": prep.market.n_paths,
-                **path_summary(
-                    tables.steps.filter(pl.col("path_id") == pid),
-                    tables.trades.filter(pl.col("path_id") == pid),
-                    tables.hedges.filter(pl.col("path_id") == pid),
-                    initial,
-                ),
-            }
-        )
-    return pl.DataFrame(rows, infer_schema_length=None)
+    return summary_frame(
+        tables.steps,
+        tables.trades,
+        tables.hedges,
+        initial=prep.strategy.pool.initial_capital,
+        run_id=prep.run_id,
+        strategy=prep.strategy.name,
+        n_paths=prep.market.n_paths,
+    )
+
+
+def tail_risk(returns: np.ndarray, level: float) -> tuple[float, float]:
+    """Historical VaR and expected shortfall at `level`, as positive losses in return units.
+
+    With n paths, the tail is the k = ceil(n (1 - level)) worst returns: VaR is minus the k-th
+    worst, ES minus their mean (so ES >= VaR, and both are exact order statistics, not
+    interpolations).
+    """
+    worst = np.sort(returns)[: max(1, math.ceil(len(returns) * (1.0 - level) - 1e-9))]
+    return float(-worst[-1]), float(-worst.mean())
+
+
+def distribution(summary: pl.DataFrame) -> dict:
+    """Across-path distribution of a multi-path run: the numbers a risk analyst reads first."""
+    returns = summary["lp_return"].drop_nulls().to_numpy()
+    out: dict = {
+        "n_paths": summary.height,
+        "lp_return_mean": float(returns.mean()),
+        "lp_return_std": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
+    }
+    for q, value in zip(QUANTILES, np.quantile(returns, QUANTILES), strict=True):
+        out[f"lp_return_q{round(100 * q):02d}"] = float(value)
+    for level in TAIL_LEVELS:
+        var, es = tail_risk(returns, level)
+        out[f"var_{round(100 * level)}"] = var
+        out[f"es_{round(100 * level)}"] = es
+    out |= {
+        "p_insolvent": float(summary["insolvent"].mean()),
+        "mean_max_drawdown": float(summary["max_drawdown"].mean()),
+        "mean_bad_debt": float(summary["bad_debt"].mean()),
+        "mean_apy": summary["apy"].mean(),
+        "mean_final_nav": float(summary["final_nav"].mean()),
+    }
+    return out

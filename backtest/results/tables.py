@@ -11,9 +11,15 @@ import polars as pl
 from backtest.kernel.types import HEDGE_REASONS, REJECT_REASONS, SERIES_COMPONENTS
 
 if TYPE_CHECKING:
-    from backtest.runner import KernelOutput, Prepared
+    from backtest.plan import Batch
+    from backtest.runner import KernelOutput
 
 UTC_NS = pl.Datetime("ns", "UTC")
+
+
+def _timestamp(ns: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
+    """Engine nanoseconds as microsecond UTC timestamps: the unit DuckDB and most tools expect."""
+    return ns.cast(UTC_NS).dt.cast_time_unit("us")
 
 
 @dataclass
@@ -32,7 +38,7 @@ def _kind(code: pl.Expr) -> pl.Expr:
     return pl.when(code > 0).then(pl.lit("C")).otherwise(pl.lit("P"))
 
 
-def _held_to_expiry(prep: Prepared, trades: np.ndarray) -> np.ndarray:
+def _held_to_expiry(prep: Batch, trades: np.ndarray) -> np.ndarray:
     """The pool's PnL from each fill if it were held, unhedged, to expiry: premium received minus
     what the trader's side pays out at the first tick at or after expiry (NaN if the run ends
     first). This is what separates informed from noise flow: it charges each trade its outcome."""
@@ -53,7 +59,7 @@ def _held_to_expiry(prep: Prepared, trades: np.ndarray) -> np.ndarray:
     return held
 
 
-def build(prep: Prepared, out: KernelOutput) -> Tables:
+def build(prep: Batch, out: KernelOutput) -> Tables:
     run_id = pl.lit(prep.run_id)
     mkt, fl = prep.market, prep.aligned
     tick_path = np.repeat(mkt.path_ids, np.diff(mkt.offsets))
@@ -62,7 +68,7 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
     steps = _frame(out.steps).with_columns(
         run_id=run_id,
         path_id=pl.Series(tick_path),
-        ts=pl.col("ts").cast(UTC_NS),
+        ts=_timestamp(pl.col("ts")),
         insolvent=pl.col("insolvent").cast(pl.Boolean),
         halted=pl.col("halted").cast(pl.Boolean),
     )
@@ -73,23 +79,25 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
     series_keys = pl.DataFrame(
         {
             "series": np.arange(len(fl.series_expiry)),
-            "expiry": pl.Series(fl.series_expiry).cast(UTC_NS),
+            "expiry": _timestamp(pl.Series(fl.series_expiry)),
             "strike": fl.series_strike,
             "kind": fl.series_kind,
         }
     ).with_columns(kind=_kind(pl.col("kind")))
     informed = prep.flow["informed"].to_numpy()[fl.source_row]
+    flow_row = prep.flow["flow_row"].to_numpy()[fl.source_row]
     held = _held_to_expiry(prep, out.trades)
     trades = (
         _frame(out.trades)
         .with_columns(
             run_id=run_id,
             path_id=pl.Series(flow_path),
-            ts=pl.col("ts").cast(UTC_NS),
+            ts=_timestamp(pl.col("ts")),
             side=pl.col("side").cast(pl.Int8),
             reject_reason=pl.Series(np.array(REJECT_REASONS)[out.trades["reject_reason"]]),
             informed=pl.Series(informed),
             pnl_held_to_expiry=pl.Series(held),
+            flow_row=pl.Series(flow_row, dtype=pl.Int64),
         )
         .join(series_keys, on="series", how="left")
         .select(
@@ -128,7 +136,7 @@ def build(prep: Prepared, out: KernelOutput) -> Tables:
         .with_columns(
             run_id=run_id,
             path_id=pl.Series(np.repeat(mkt.path_ids, out.n_hedges), dtype=pl.Int64),
-            ts=pl.col("ts").cast(UTC_NS),
+            ts=_timestamp(pl.col("ts")),
             reason=pl.Series([HEDGE_REASONS[int(c)] for c in hedge_rec["reason"]], dtype=pl.String),
         )
         .select(
