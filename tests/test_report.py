@@ -1,0 +1,112 @@
+"""Plots and the HTML report: one self-contained file, every image a real PNG, single and
+multi-path runs."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from scenarios import flow_frame, market_frame
+
+from backtest.config import build_strategy
+from backtest.results.plots import plot_run
+from backtest.results.report import build_report
+from backtest.runner import run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SINGLE_PLOTS = {"nav_spot", "attribution", "net_delta", "vega_utilisation", "drawdown"}
+
+
+def make_run(root: Path, n_paths: int = 1, seed: int = 0, **sections: dict) -> Path:
+    """A small run folder under root/runs: 4 days of hourly ticks, 40 trades, hedged."""
+    data = root / f"data-{n_paths}-{seed}"
+    data.mkdir(parents=True, exist_ok=True)
+    paths = [
+        market_frame(96, seed=seed + k).with_columns(path_id=pl.lit(k)) for k in range(n_paths)
+    ]
+    market = pl.concat(paths) if n_paths > 1 else paths[0].drop("path_id")
+    market.write_parquet(data / "market.parquet")
+    flow_frame(paths[0], n_trades=40, seed=seed).write_parquet(data / "flow.parquet")
+    config = {
+        "name": "small",
+        "description": "A small test pool <with markup> & hedging",
+        "pool": {"initial_capital": 300_000.0},
+        "hedge": {"policy": "threshold", "threshold": 0.01},
+    } | sections
+    result = run(
+        build_strategy(config, "test"),
+        market=data / "market.parquet",
+        flow=data / "flow.parquet",
+        out=root / "runs",
+    )
+    return result.path
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("single"))
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("multi"), n_paths=6)
+
+
+def check_self_contained(html: str) -> list[bytes]:
+    """No URL to fetch anything from; returns the decoded images."""
+    for pattern in ("http://", "https://", 'src="//', "<script", "<link", "@import", "url("):
+        assert pattern not in html, pattern
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    images = [base64.b64decode(s.split(",", 1)[1], validate=True) for s in sources]
+    assert all(image.startswith(PNG) for image in images)
+    return images
+
+
+def test_plots_are_non_empty_pngs(single):
+    files = plot_run(single)
+    assert {f.stem for f in files} == SINGLE_PLOTS
+    for f in files:
+        assert f.parent == single / "plots"
+        assert f.stat().st_size > 10_000 and f.read_bytes().startswith(PNG)
+
+
+def test_report_is_self_contained_and_complete(single):
+    path = build_report(single)
+    assert path == single / "report.html"
+    html = path.read_text(encoding="utf-8")
+    images = check_self_contained(html)
+    assert len(images) == len(SINGLE_PLOTS)
+    assert "A small test pool &lt;with markup&gt; &amp; hedging" in html  # escaped
+    assert single.name in html and "Key metrics" in html
+    summary = pl.read_parquet(single / "summary.parquet")
+    attribution = html.split("PnL attribution", 1)[1].split("Plots", 1)[0]
+    for component in ("delta", "gamma", "vega", "theta", "fees", "hedge_cost", "liquidation"):
+        assert f"<td>{component}</td>" in attribution
+    assert f"{summary['pnl_total'][0]:,.0f}" in attribution
+    assert "Distribution across paths" not in html
+
+
+def test_multi_path_report_has_fan_and_histogram(multi):
+    html = build_report(multi).read_text(encoding="utf-8")
+    images = check_self_contained(html)
+    names = {p.stem for p in (multi / "plots").glob("*.png")}
+    assert names == SINGLE_PLOTS | {"nav_fan", "lp_returns"}
+    assert len(images) == len(names)
+    assert "Distribution across paths" in html and "expected shortfall 99 %" in html
+    assert "Statistics across 6 paths" in html
+
+
+def test_report_of_a_summary_only_run(multi, tmp_path):
+    """Runs that kept only summaries (no detail tables) still get a report from summary.parquet."""
+    folder = tmp_path / multi.name
+    shutil.copytree(multi, folder, ignore=shutil.ignore_patterns("*.png", "report.html"))
+    for name in ("steps", "trades", "hedges", "series"):
+        (folder / f"{name}.parquet").unlink()
+    html = build_report(folder).read_text(encoding="utf-8")
+    assert len(check_self_contained(html)) == 1  # the LP-return histogram
+    assert "Distribution across paths" in html

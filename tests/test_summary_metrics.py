@@ -1,0 +1,279 @@
+"""Summary metrics against values worked out by hand on short, fixed NAV series and tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import statistics
+
+import numpy as np
+import polars as pl
+import pytest
+from scenarios import flow_frame, market_frame
+
+from backtest.config import build_strategy
+from backtest.kernel.types import PNL_COMPONENTS
+from backtest.plan import Plan
+from backtest.results.summary import COLUMNS, REASONS, distribution, summary_frame, tail_risk
+from backtest.runner import run, simulate_frames
+
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+UTC_NS = pl.Datetime("ns", "UTC")
+ORIGINAL_KEYS = [
+    "run_id",
+    "strategy",
+    "path_id",
+    "n_paths",
+    "start",
+    "end",
+    "n_ticks",
+    "initial_nav",
+    "final_nav",
+    "pnl_total",
+    "lp_flow",
+    "lp_return",
+    "apy",
+    "sharpe",
+    "max_drawdown",
+    "n_trades",
+    "n_partial",
+    "n_rejected",
+    "volume",
+    "n_hedges",
+    "hedge_volume",
+    "hedge_notional",
+    "hedge_cost_over_fees",
+    "max_utilisation",
+    "mean_utilisation",
+    "insolvent",
+    "insolvency_ts",
+    "bad_debt",
+    "residual_share",
+    "reconcile_max_abs",
+]
+
+
+def steps_frame(nav, hours, initial=None, **columns) -> pl.DataFrame:
+    """One path of steps: NAV at T0 + hours, every move booked as theta unless columns say so;
+    no LP flows, so one share per unit of initial NAV throughout."""
+    nav = np.asarray(nav, dtype=float)
+    initial = nav[0] if initial is None else initial
+    moves = np.diff(nav, prepend=initial)
+    frame = pl.DataFrame(
+        {
+            "path_id": np.zeros(len(nav), np.int64),
+            "ts": pl.Series([T0 + dt.timedelta(hours=h) for h in hours]).cast(UTC_NS),
+            "nav": nav,
+            "shares": np.full(len(nav), initial),
+            "nav_per_share": nav / initial,
+            "utilisation": np.zeros(len(nav)),
+            "insolvent": np.zeros(len(nav), bool),
+            **{c: np.zeros(len(nav)) for c in PNL_COMPONENTS},
+            "pnl_theta": moves,
+            "pnl_total": moves,
+            "lp_flow": np.zeros(len(nav)),
+        }
+    )
+    return frame.with_columns(**{k: pl.Series(v) for k, v in columns.items()})
+
+
+NO_TRADES = pl.DataFrame(
+    schema={
+        "path_id": pl.Int64,
+        "filled": pl.Float64,
+        "size": pl.Float64,
+        "reject_reason": pl.String,
+    }
+)
+NO_HEDGES = pl.DataFrame(
+    schema={
+        "path_id": pl.Int64,
+        "qty": pl.Float64,
+        "spot": pl.Float64,
+        "slippage_cost": pl.Float64,
+        "gas_cost": pl.Float64,
+        "mev_cost": pl.Float64,
+    }
+)
+
+
+def summarise_one(steps, trades=NO_TRADES, hedges=NO_HEDGES, initial=None) -> dict:
+    initial = float(steps["nav"][0]) if initial is None else initial
+    frame = summary_frame(
+        steps, trades, hedges, initial=initial, run_id="r", strategy="s", n_paths=1
+    )
+    assert frame.columns == list(COLUMNS)
+    (row,) = frame.to_dicts()
+    return row
+
+
+def day(n: float) -> dt.datetime:
+    return T0 + dt.timedelta(days=n)
+
+
+def test_drawdown_depth_dates_and_time_under_water():
+    # Daily NAV. Peaks 110 (day 1) and 121 (day 4); the deepest fall is 110 -> 99 (10 %), back
+    # above 110 on day 4 (3 days under water); after 121 NAV never recovers: 4 days to day 8.
+    nav = [100, 110, 99, 104, 121, 120, 115, 118, 119]
+    row = summarise_one(steps_frame(nav, hours=[24 * d for d in range(9)]))
+    assert row["max_drawdown"] == pytest.approx(0.1)
+    assert row["max_drawdown_peak"] == day(1)
+    assert row["max_drawdown_trough"] == day(2)
+    assert row["max_drawdown_recovery"] == day(4)
+    assert row["longest_underwater_days"] == pytest.approx(4.0)
+
+
+def test_equal_high_counts_as_recovery_and_no_drawdown_has_no_dates():
+    row = summarise_one(steps_frame([100, 90, 100, 95], hours=[0, 12, 36, 48]))
+    assert row["max_drawdown"] == pytest.approx(0.1)
+    assert (row["max_drawdown_peak"], row["max_drawdown_recovery"]) == (day(0), day(1.5))
+    assert row["longest_underwater_days"] == pytest.approx(1.5)
+    rising = summarise_one(steps_frame([100, 101, 102], hours=[0, 1, 2]))
+    assert rising["max_drawdown"] == 0.0 and rising["longest_underwater_days"] == 0.0
+    assert rising["max_drawdown_peak"] is None and rising["max_drawdown_trough"] is None
+
+
+def test_sharpe_and_volatility_use_the_last_nav_of_each_utc_day():
+    # Two ticks a day; the 12:00 values must not count. Daily closes 100, 102, 100.98, 103.0
+    hours, nav = [], []
+    for d, (noon, close) in enumerate([(90, 100), (500, 102), (1, 100.98), (7, 103.0)]):
+        hours += [24 * d + 12, 24 * d + 23]
+        nav += [noon, close]
+    row = summarise_one(steps_frame(nav, hours), initial=100.0)
+    returns = [102 / 100 - 1, 100.98 / 102 - 1, 103.0 / 100.98 - 1]  # 2 %, -1 %, 2 %
+    mean, sd = statistics.mean(returns), statistics.stdev(returns)
+    assert row["sharpe"] == pytest.approx(mean / sd * math.sqrt(365))
+    assert row["volatility"] == pytest.approx(sd * math.sqrt(365))
+
+
+def test_apy_and_return_over_two_years():
+    row = summarise_one(steps_frame([100.0, 121.0], hours=[0, 2 * 365 * 24]), initial=100.0)
+    assert row["lp_return"] == pytest.approx(0.21)
+    assert row["apy"] == pytest.approx(0.10)
+    assert row["sharpe"] is None and row["volatility"] is None  # two days of data
+
+
+def test_lp_deposits_and_withdrawals_are_not_returns():
+    # +10 % on 100; a 110 deposit buys 100 shares at 1.10; -5 % on 220; then everyone leaves.
+    nav = [100.0, 110.0, 220.0, 209.0, 0.0]
+    moves = [0.0, 10.0, 0.0, -11.0, 0.0]
+    steps = steps_frame(
+        nav,
+        hours=[0, 1, 2, 3, 4],
+        initial=100.0,
+        shares=[100.0, 100.0, 200.0, 200.0, 0.0],
+        nav_per_share=[1.0, 1.1, 1.1, 1.045, 0.0],
+        lp_flow=[0.0, 0.0, 110.0, 0.0, -209.0],
+        pnl_theta=moves,
+        pnl_total=moves,
+    )
+    row = summarise_one(steps, initial=100.0)
+    assert row["lp_return"] == pytest.approx(0.045)  # NAV / initial would say -100 %
+    assert row["max_drawdown"] == pytest.approx(0.05)
+    # the peak is the last tick at the high (1.10 at 01:00 and again at 02:00)
+    assert (row["max_drawdown_peak"], row["max_drawdown_trough"]) == (T0 + 2 * HOUR, T0 + 3 * HOUR)
+    assert row["lp_flow"] == pytest.approx(-99.0) and row["reconcile_max_abs"] < 1e-12
+
+
+def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
+    steps = steps_frame(
+        [100.0, 130.0, 140.0],
+        hours=[0, 1, 2],
+        pnl_theta=[0.0, 100.0, 0.0],
+        pnl_gamma=[0.0, -60.0, 0.0],
+        pnl_fees=[0.0, -10.0, 20.0],
+        pnl_total=[0.0, 30.0, 20.0],
+    )
+    trades = pl.DataFrame(
+        {
+            "path_id": [0] * 6,
+            "size": [1.0, 2.0, 4.0, 3.0, 5.0, 5.0],
+            "filled": [1.0, 2.0, 1.0, 0.0, 0.0, 0.0],
+            "reject_reason": ["", "", "utilisation", "utilisation", "utilisation", "insolvent"],
+        }
+    )
+    hedges = pl.DataFrame(
+        {
+            "path_id": [0, 0],
+            "qty": [2.0, -3.0],
+            "spot": [100.0, 200.0],
+            "slippage_cost": [0.1, 0.3],
+            "gas_cost": [0.05, 0.05],
+            "mev_cost": [0.0, 0.3],
+        }
+    )
+    row = summarise_one(steps, trades, hedges)
+    assert row["gamma_theta_ratio"] == pytest.approx(0.6)
+    assert (row["n_flow"], row["n_trades"], row["n_partial"], row["n_rejected"]) == (6, 3, 1, 3)
+    assert row["n_rejected_utilisation"] == 2 and row["n_rejected_insolvent"] == 1
+    assert row["n_partial_utilisation"] == 1 and row["n_partial_insolvent"] == 0
+    assert row["fill_ratio"] == pytest.approx(4 / 20)
+    assert row["volume"] == pytest.approx(4.0)
+    assert (row["n_hedges"], row["hedge_volume"]) == (2, pytest.approx(5.0))
+    assert row["hedge_notional"] == pytest.approx(800.0)
+    assert row["hedge_cost"] == pytest.approx(0.8)
+    assert row["hedge_slippage"] == pytest.approx(0.4) and row["hedge_mev"] == pytest.approx(0.3)
+    assert row["hedge_cost_bps"] == pytest.approx(10.0)
+
+
+def test_var_and_expected_shortfall_on_a_known_distribution():
+    # 100 paths with returns -50 %, -49 %, ..., +49 %, shuffled; 3 insolvent.
+    returns = (np.arange(100) - 50) / 100
+    summary = pl.DataFrame(
+        {
+            "lp_return": np.random.default_rng(3).permutation(returns),
+            "insolvent": [True] * 3 + [False] * 97,
+            "max_drawdown": np.linspace(0.0, 0.2, 100),
+            "bad_debt": np.zeros(100),
+            "apy": np.zeros(100),
+            "final_nav": np.ones(100),
+        }
+    )
+    d = distribution(summary)
+    assert d["n_paths"] == 100
+    assert d["lp_return_mean"] == pytest.approx(-0.005)
+    assert d["lp_return_q50"] == pytest.approx(-0.005)
+    assert d["lp_return_q05"] == pytest.approx(-0.46 + 0.95 * 0.01)  # linear, position 4.95
+    assert d["var_95"] == pytest.approx(0.46)  # 5th worst of 100
+    assert d["es_95"] == pytest.approx(0.48)  # mean of -50 % .. -46 %
+    assert d["var_99"] == pytest.approx(0.50) and d["es_99"] == pytest.approx(0.50)
+    assert d["p_insolvent"] == pytest.approx(0.03)
+    assert d["mean_max_drawdown"] == pytest.approx(0.1)
+    assert tail_risk(np.array([0.1, -0.2, 0.3]), 0.5) == (pytest.approx(-0.1), pytest.approx(0.05))
+
+
+def test_engine_summary_keeps_the_contract_and_adds_up():
+    market = market_frame(72, seed=4)
+    strategy = {
+        "pool": {"initial_capital": 200_000.0, "max_utilisation": 0.3},
+        "hedge": {"policy": "threshold", "threshold": 0.01},
+    }
+    _, summary = simulate_frames(strategy, market, flow_frame(market, n_trades=60, seed=2))
+    row = summary.row(0, named=True)
+    for key in (*ORIGINAL_KEYS, *PNL_COMPONENTS):
+        assert key in row, key
+    assert row["n_rejected"] == sum(row[f"n_rejected_{r}"] for r in REASONS) > 0
+    assert row["hedge_cost"] == pytest.approx(-row["pnl_hedge_cost"])
+    assert row["n_hedges"] > 0 and row["volatility"] > 0
+
+
+def test_multi_path_summary_json_has_the_distribution(tmp_path, monkeypatch):
+    """Summarised in batches of 2 paths, the run folder still speaks for all 5."""
+    whole_batches = Plan.batches
+    monkeypatch.setattr(Plan, "batches", lambda plan, size=2: whole_batches(plan, size))
+    market = pl.concat([market_frame(48, seed=k).with_columns(path_id=pl.lit(k)) for k in range(5)])
+    flow = flow_frame(market_frame(48), n_trades=20)
+    market.write_parquet(tmp_path / "market.parquet")
+    flow.write_parquet(tmp_path / "flow.parquet")
+    strategy = build_strategy({"pool": {"initial_capital": 500_000.0}}, "test")
+    result = run(
+        strategy,
+        market=tmp_path / "market.parquet",
+        flow=tmp_path / "flow.parquet",
+        out=tmp_path / "runs",
+    )
+    doc = json.loads((result.path / "summary.json").read_text())
+    assert doc["n_paths"] == 5 and [row["n_paths"] for row in doc["paths"]] == [5] * 5
+    assert doc["distribution"] == pytest.approx(distribution(result.summary))
