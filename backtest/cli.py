@@ -126,6 +126,9 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Synthetic flow seed")] = None,
     force: Annotated[bool, typer.Option(help="Rerun even if this run exists")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip plots and HTML")] = False,
+    summary_only: Annotated[
+        bool, typer.Option("--summary-only", help="Write only per-path summaries (many paths)")
+    ] = False,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override: hedge.threshold=0.05")
     ] = None,
@@ -157,6 +160,8 @@ def run(
                 run_id=run_id,
                 seed=seed,
                 force=force,
+                report=not no_report,
+                keep="summary" if summary_only else "all",
                 on_batch=on_batch,
                 **overrides,
             )
@@ -172,6 +177,56 @@ def run(
             f"insolvent {int(result.summary['insolvent'].sum())}"
         )
     out.print(f"run folder: {result.path}")
+
+
+@app.command()
+def report(
+    run_folder: Annotated[Path, typer.Argument(help="A run folder, or a run_id under --runs")],
+    runs: Annotated[Path, typer.Option(help="Runs folder")] = Path("reports/runs"),
+) -> None:
+    """(Re)build plots and report.html for a run."""
+    from backtest.results.report import build_report
+
+    with user_errors():
+        folder = run_folder if run_folder.is_dir() else runs / str(run_folder)
+        if not (folder / "summary.parquet").is_file():
+            raise InputError(f"{run_folder}: not a run folder (no summary.parquet)")
+        path = build_report(folder)
+    out.print(f"report: {path}")
+
+
+@app.command()
+def sql(
+    query_text: Annotated[str, typer.Argument(metavar="QUERY", help="SQL over runs, steps, ...")],
+    runs: Annotated[Path, typer.Option("--reports", help="Runs folder")] = Path("reports/runs"),
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    export: Annotated[
+        Path | None, typer.Option(help="Also write a .duckdb file with the views as tables")
+    ] = None,
+) -> None:
+    """DuckDB over every run: views runs, steps, trades, hedges, series."""
+    from backtest.results import catalog
+
+    with user_errors():
+        if fmt not in ("table", "csv", "json"):
+            raise InputError(f"--format: expected table, csv or json, got {fmt!r}")
+        result = catalog.query(query_text, runs)
+        if export is not None:
+            catalog.export(export, runs)
+    if fmt == "csv":
+        print(result.write_csv(), end="")
+    elif fmt == "json":
+        print(result.write_json())
+    else:
+        table = Table(show_lines=False)
+        for name in result.columns:
+            table.add_column(name, justify="right" if result[name].dtype.is_numeric() else "left")
+        for row in result.iter_rows():
+            table.add_row(
+                *["" if v is None else f"{v:,.6g}" if isinstance(v, float) else str(v) for v in row]
+            )
+        out.print(table)
+        out.print(f"{result.height:,} rows")
 
 
 @data_app.command("validate")

@@ -32,6 +32,7 @@ from backtest.kernel.loop import run_paths
 from backtest.kernel.types import HEDGE_DTYPE, SERIES_DTYPE, STEP_DTYPE, TRADE_DTYPE
 from backtest.plan import Batch, Plan
 from backtest.results import runfolder, tables
+from backtest.results.report import build_report
 from backtest.results.summary import summarise
 from backtest.results.tables import Tables
 
@@ -232,13 +233,15 @@ def run(
     seed: int | None = None,
     force: bool = False,
     keep: str = "all",
+    report: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
     **overrides: Any,
 ) -> Run:
     """Run a strategy; overrides are `section__key=value` (e.g. `hedge__threshold=0.05`).
 
     An identical earlier run (same run_id) is reused unless `force`. `keep="summary"` writes
-    only the per-path summaries (for very many paths); "all" writes every table.
+    only the per-path summaries (for very many paths); "all" writes every table. `report`
+    adds plots and report.html (what `dhlp run` does unless --no-report).
     """
     if keep not in ("all", "summary"):
         raise InputError(f"keep: expected 'all' or 'summary', got {keep!r}")
@@ -247,8 +250,11 @@ def run(
     out_root = Path(out) if out is not None else DEFAULT_OUT
     final = out_root / prep.run_id
     if final.exists() and not force:
+        if report and not (final / "report.html").exists():
+            build_report(final)
         return Run(final, reused=True)
-    with runfolder.RunFolderWriter(final, prep.resolved, keep_tables=keep == "all") as writer:
+    keep_tables = keep == "all"
+    with runfolder.RunFolderWriter(final, prep.resolved, keep_tables, report) as writer:
         for summary, built in run_batches(prep, on_batch):
             writer.add(summary, built)
     return Run(final)

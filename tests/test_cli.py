@@ -228,3 +228,49 @@ def test_simulate_bad_parameter_is_one_line(tmp_path):
     )
     assert result.exit_code == 2
     assert "heston.xi" in result.output and not (tmp_path / "x.parquet").exists()
+
+
+def test_report_and_sql_commands(default_run, tmp_path):
+    runs = default_run.parent
+    rebuilt = invoke("report", str(default_run))
+    assert rebuilt.exit_code == 0, rebuilt.output
+    html = (default_run / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    by_id = invoke("report", default_run.name, "--runs", str(runs))
+    assert by_id.exit_code == 0
+    table = invoke("sql", "select run_id, n_trades from runs", "--reports", str(runs))
+    assert table.exit_code == 0 and default_run.name in table.output
+    as_csv = invoke(
+        "sql",
+        "select count(*) as n from steps",
+        "--reports",
+        str(runs),
+        "--format",
+        "csv",
+        "--export",
+        str(tmp_path / "all.duckdb"),
+    )
+    assert as_csv.exit_code == 0
+    assert int(as_csv.output.splitlines()[1]) > 1000
+    assert (tmp_path / "all.duckdb").stat().st_size > 0
+    bad = invoke("sql", "select nope from runs", "--reports", str(runs))
+    assert bad.exit_code == 2 and bad.output.startswith("error: sql:")
+    empty = invoke(
+        "sql",
+        "select count(*) as n from runs",
+        "--reports",
+        str(tmp_path / "none"),
+        "--format",
+        "json",
+    )
+    assert empty.exit_code == 0 and json.loads(empty.output) == [{"n": 0}]
+    missing = invoke("report", str(tmp_path / "nothing"))
+    assert missing.exit_code == 2
+
+
+def test_run_writes_a_report_unless_told_not_to(tmp_path):
+    result = invoke("run", "--out", str(tmp_path), *SHORT_DEFAULT)
+    assert result.exit_code == 0, result.output
+    (folder,) = list(tmp_path.iterdir())
+    assert (folder / "report.html").is_file()
+    assert len(list((folder / "plots").glob("*.png"))) >= 5

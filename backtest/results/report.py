@@ -242,12 +242,13 @@ def build_report(folder: Path) -> Path:
     config_text = (folder / "config.toml").read_text()
     config = tomllib.loads(config_text)
     strategy, facts_run = config.get("strategy", {}), config.get("run", {})
+    run_id = facts_run.get("run_id", folder.name)  # the folder may still be a temporary one
     summary = pl.read_parquet(folder / "summary.parquet")
     plots = plot_run(folder)
     n_paths = summary.height
     data = strategy.get("data", {})
     facts = [
-        ("run", folder.name),
+        ("run", run_id),
         ("data", f"{_date(summary['start'].min())} → {_date(summary['end'].max())} UTC"),
         ("ticks per path", _count(summary["n_ticks"].max())),
         ("paths", _count(n_paths)),
@@ -262,9 +263,9 @@ def build_report(folder: Path) -> Path:
         jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
         .from_string(TEMPLATE)
         .render(
-            name=strategy.get("name", folder.name),
+            name=strategy.get("name", run_id),
             description=strategy.get("description", ""),
-            run_id=folder.name,
+            run_id=run_id,
             facts=facts,
             n_paths=n_paths,
             paths=_count(n_paths),

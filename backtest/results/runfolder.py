@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import tomli_w
 
+from backtest.results.report import build_report
 from backtest.results.summary import distribution
 
 if TYPE_CHECKING:
@@ -43,10 +44,13 @@ def _toml_safe(value: Any) -> Any:
 class RunFolderWriter:
     """`with RunFolderWriter(final, resolved) as w: w.add(summary, tables)` per batch."""
 
-    def __init__(self, final: Path, resolved: dict, keep_tables: bool = True) -> None:
+    def __init__(
+        self, final: Path, resolved: dict, keep_tables: bool = True, report: bool = False
+    ) -> None:
         self.final = final
         self.resolved = resolved
         self.keep_tables = keep_tables
+        self.report = report
         self.summaries: list[pl.DataFrame] = []
         self.writers: dict[str, pq.ParquetWriter] = {}
 
@@ -95,6 +99,8 @@ class RunFolderWriter:
             doc["distribution"] = distribution(summary)
         (tmp / "summary.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
         summary.write_parquet(tmp / "summary.parquet")
+        if self.report:
+            build_report(tmp)
         if final.exists():
             trash = final.with_name(f".{final.name}.old-{os.getpid()}")
             final.rename(trash)
