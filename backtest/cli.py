@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Check, import and generate input data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console(soft_wrap=True)
+# Logs (CI, pipes) get wide tables instead of truncated cells.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
@@ -177,6 +179,29 @@ def run(
             f"insolvent {int(result.summary['insolvent'].sum())}"
         )
     out.print(f"run folder: {result.path}")
+
+
+@app.command()
+def regress(
+    update: Annotated[bool, typer.Option("--update", help="Rewrite the baselines")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Strategy name")] = None,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance on float metrics")] = 1e-9,
+    jobs: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    table: Annotated[bool, typer.Option("--table", help="Print the strategy table")] = False,
+    strategies: Annotated[Path, typer.Option(help="Strategies folder")] = Path("strategies"),
+) -> None:
+    """Re-run every strategy and compare with its baseline; exit 1 on a difference."""
+    from backtest import regress as rg
+
+    with user_errors():
+        if table:
+            print(rg.strategy_table(strategies / "baselines"), end="")
+            return
+        result = rg.regress(strategies, only=only, update=update, rtol=rtol, jobs=jobs)
+    if any(row.status != rg.OK for row in result.rows):
+        out.print(rg.diff_table(result))
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
