@@ -1,0 +1,50 @@
+"""Draw the README's LP-run chart: `python scripts/readme_charts.py` (writes docs/lp-run.png).
+
+The same BTC 2022 pool with patient LPs and with LPs who run at every 5 % of drawdown: NAV per
+share and the capital left in the pool, from the bundled strategies, so the chart can be redrawn.
+"""
+
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from backtest.runner import PROJECT_ROOT, prepare, run_batches  # noqa: E402
+
+PAIR = {
+    "btc-2022-dynamic-collateral": "LPs stay",
+    "lp-run-btc-2022": "LPs run at each 5 % drawdown",
+}
+
+
+def steps(name: str) -> pl.DataFrame:
+    plan = prepare(PROJECT_ROOT / "strategies" / f"{name}.toml")
+    return pl.concat(built.steps for _, built in run_batches(plan))
+
+
+def main() -> None:
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    for name, label in PAIR.items():
+        frame = steps(name)
+        top.plot(frame["ts"], frame["nav_per_share"], label=label, lw=1.2)
+        bottom.plot(frame["ts"], frame["nav"] / 1e6, label=label, lw=1.2)
+    top.axhline(1.0, color="grey", lw=0.8, ls="--")
+    top.set_ylabel("NAV per share (USD)")
+    top.set_title("BTC pool through May-Dec 2022: the death spiral of a run")
+    bottom.set_ylabel("NAV (M USD)")
+    bottom.set_xlabel("date (UTC)")
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    out = PROJECT_ROOT / "docs" / "lp-run.png"
+    fig.savefig(out, dpi=90)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
