@@ -200,6 +200,8 @@ def regress(
         result = rg.regress(strategies, only=only, update=update, rtol=rtol, jobs=jobs)
     if any(row.status != rg.OK for row in result.rows):
         out.print(rg.diff_table(result))
+    else:
+        out.print(f"regress: {len({row.strategy for row in result.rows})} strategies, all ok")
     if not result.ok:
         raise typer.Exit(1)
 
