@@ -18,8 +18,8 @@ import polars as pl
 from backtest.kernel.types import PNL_COMPONENTS, REJECT_REASONS, SERIES_COMPONENTS
 
 if TYPE_CHECKING:
+    from backtest.plan import Batch
     from backtest.results.tables import Tables
-    from backtest.runner import Prepared
 
 SECONDS_PER_YEAR = 365 * 86_400
 SECONDS_PER_DAY = 86_400
@@ -153,6 +153,12 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
         volume=filled.filter(filled > 0).sum(),
         n_flow=pl.len(),
         fill_ratio=_ratio(filled.sum(), size.sum()),
+        vega_taken=(filled * pl.col("vega")).abs().sum(),
+        fees_vega=pl.col("fee_vega").sum(),
+        n_informed=(pl.col("informed") & (filled > 0)).sum(),
+        # Each fill's outcome held to expiry, split by who traded: adverse selection in USD.
+        pnl_informed=pl.col("pnl_held_to_expiry").filter(pl.col("informed")).fill_nan(None).sum(),
+        pnl_noise=pl.col("pnl_held_to_expiry").filter(~pl.col("informed")).fill_nan(None).sum(),
     )
 
 
@@ -176,9 +182,14 @@ COUNTS = (
     "n_flow",
     *[f"n_{state}_{r}" for state in ("rejected", "partial") for r in REASONS],
     "n_hedges",
+    "n_informed",
 )
 AMOUNTS = (
     "volume",
+    "vega_taken",
+    "fees_vega",
+    "pnl_informed",
+    "pnl_noise",
     "hedge_volume",
     "hedge_notional",
     "hedge_cost",
@@ -239,6 +250,12 @@ COLUMNS = (
     "hedge_gas",
     "hedge_mev",
     "hedge_cost_bps",
+    "vega_taken",
+    "fees_vega",
+    "fees_per_vega",
+    "n_informed",
+    "pnl_informed",
+    "pnl_noise",
 )
 
 
@@ -286,10 +303,12 @@ def summary_frame(
             -pl.col("pnl_gamma"), pl.col("pnl_theta"), pl.col("pnl_theta") != 0
         ),
         hedge_cost_bps=_ratio(1e4 * pl.col("hedge_cost"), pl.col("hedge_notional")),
+        # Fee income per unit of vega risk taken on (USD per 1.00 of vol traded).
+        fees_per_vega=_ratio(pl.col("pnl_fees"), pl.col("vega_taken")),
     ).select(COLUMNS)
 
 
-def summarise(prep: Prepared, tables: Tables) -> pl.DataFrame:
+def summarise(prep: Batch, tables: Tables) -> pl.DataFrame:
     return summary_frame(
         tables.steps,
         tables.trades,
