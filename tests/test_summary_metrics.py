@@ -85,6 +85,10 @@ NO_TRADES = pl.DataFrame(
         "filled": pl.Float64,
         "size": pl.Float64,
         "reject_reason": pl.String,
+        "vega": pl.Float64,
+        "fee_vega": pl.Float64,
+        "informed": pl.Boolean,
+        "pnl_held_to_expiry": pl.Float64,
     }
 )
 NO_HEDGES = pl.DataFrame(
@@ -192,6 +196,10 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
             "size": [1.0, 2.0, 4.0, 3.0, 5.0, 5.0],
             "filled": [1.0, 2.0, 1.0, 0.0, 0.0, 0.0],
             "reject_reason": ["", "", "utilisation", "utilisation", "utilisation", "insolvent"],
+            "vega": [10.0, -20.0, 5.0, 5.0, 5.0, 5.0],
+            "fee_vega": [0.5, 0.0, 1.0, 0.0, 0.0, 0.0],
+            "informed": [True, False, False, False, False, True],
+            "pnl_held_to_expiry": [-7.0, 3.0, float("nan"), 0.0, 0.0, 0.0],
         }
     )
     hedges = pl.DataFrame(
@@ -216,6 +224,13 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     assert row["hedge_cost"] == pytest.approx(0.8)
     assert row["hedge_slippage"] == pytest.approx(0.4) and row["hedge_mev"] == pytest.approx(0.3)
     assert row["hedge_cost_bps"] == pytest.approx(10.0)
+    # Vega taken: |filled x vega| = 10 + 40 + 5, against fees of 10 in the steps.
+    assert row["vega_taken"] == pytest.approx(55.0)
+    assert row["fees_vega"] == pytest.approx(1.5)
+    assert row["fees_per_vega"] == pytest.approx(10.0 / 55.0)
+    # Held-to-expiry PnL by who traded; the NaN (expiry after the run) counts as unknown.
+    assert row["n_informed"] == 1
+    assert row["pnl_informed"] == pytest.approx(-7.0) and row["pnl_noise"] == pytest.approx(3.0)
 
 
 def test_var_and_expected_shortfall_on_a_known_distribution():
