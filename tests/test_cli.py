@@ -274,3 +274,14 @@ def test_run_writes_a_report_unless_told_not_to(tmp_path):
     (folder,) = list(tmp_path.iterdir())
     assert (folder / "report.html").is_file()
     assert len(list((folder / "plots").glob("*.png"))) >= 5
+
+
+def test_package_level_api(tmp_path):
+    import backtest
+
+    run = backtest.run(out=tmp_path, data__start="2022-07-01", data__end="2022-07-10")
+    assert run.summary.height == 1 and run.steps.height == 9 * 24
+    with backtest.open_catalog(tmp_path) as con:
+        assert con.sql("select count(*) from runs").fetchone()[0] == 1
+    with pytest.raises(AttributeError):
+        backtest.nothing  # noqa: B018
