@@ -282,6 +282,6 @@ def test_package_level_api(tmp_path):
     run = backtest.run(out=tmp_path, data__start="2022-07-01", data__end="2022-07-10")
     assert run.summary.height == 1 and run.steps.height == 10 * 24  # end date is inclusive
     with backtest.open_catalog(tmp_path) as con:
-        assert con.sql("select count(*) from runs").fetchone()[0] == 1
+        assert con.sql("select count(*) from runs").fetchall() == [(1,)]
     with pytest.raises(AttributeError):
         backtest.nothing  # noqa: B018
