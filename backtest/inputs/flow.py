@@ -67,7 +67,9 @@ def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
             "side": side.cast(pl.Int8),
             "size": as_float(df, source, "size", positive=True),
             "path_id": path_id,
-            "informed": informed if informed is not None else pl.Series([False] * df.height),
+            "informed": informed
+            if informed is not None
+            else pl.Series([False] * df.height, dtype=pl.Boolean),
             "flow_row": pl.Series(range(df.height), dtype=pl.Int64),
         }
     )

@@ -80,31 +80,62 @@ N_IST = 12
 
 
 @njit(cache=True, inline="always")
-def series_vol(i, t, mk, ser, surf, impact, p):
-    """Vol of series i at tick t: the surface (or ATM iv + smile) plus inventory impact."""
-    ts, spot, iv, rate, _, surf_idx = mk
-    expiry, strike, _, expiry_id, strike_id = ser
-    tenors, ks, vols = surf
-    imp_expiry, imp_strike = impact
-    tau = (expiry[i] - ts[t]) / NS_PER_YEAR
-    k = math.log(strike[i] / (spot[t] * math.exp(rate[t] * max(tau, 0.0))))
-    snap = surf_idx[t]
+def series_vol(
+    i,
+    now,
+    s_t,
+    atm,
+    r_t,
+    snap,
+    expiry,
+    strike,
+    expiry_id,
+    strike_id,
+    surf,
+    imp_expiry,
+    imp_strike,
+    p,
+):
+    """Vol of series i at this tick: the surface (or ATM iv + smile) plus inventory impact."""
+    tau = (expiry[i] - now) / NS_PER_YEAR
+    k = math.log(strike[i] / (s_t * math.exp(r_t * max(tau, 0.0))))
     if snap >= 0:
-        base = surface_vol(vols[snap], tenors, ks, max(tau, 1e-9), k)
+        base = surface_vol(surf[2][snap], surf[0], surf[1], max(tau, 1e-9), k)
     else:
-        base = iv[t] + p.skew_slope * k + p.smile_curvature * k * k
+        base = atm + p.skew_slope * k + p.smile_curvature * k * k
     return max(base + imp_expiry[expiry_id[i]] + imp_strike[strike_id[i]], MIN_VOL)
 
 
 @njit(cache=True, inline="always")
-def value_series(val, i, t, mk, ser, surf, impact, p):
-    """Revalue series i at tick t into val[i]."""
-    ts, spot, _, rate, _, _ = mk
-    expiry, strike, kind, _, _ = ser
-    vol = series_vol(i, t, mk, ser, surf, impact, p)
-    tau = (expiry[i] - ts[t]) / NS_PER_YEAR
+def value_series(
+    val,
+    i,
+    now,
+    s_t,
+    atm,
+    r_t,
+    snap,
+    expiry,
+    strike,
+    kind,
+    expiry_id,
+    strike_id,
+    surf,
+    imp_e,
+    imp_s,
+    p,
+):
+    """Revalue series i at this tick into val[i].
+
+    Called per live series per tick, so it takes arrays already unpacked by the caller (tuple
+    unpacking costs reference counting on every call) and the tick's market as scalars.
+    """
+    vol = series_vol(
+        i, now, s_t, atm, r_t, snap, expiry, strike, expiry_id, strike_id, surf, imp_e, imp_s, p
+    )
+    tau = (expiry[i] - now) / NS_PER_YEAR
     price, delta, gamma, vega, theta, vanna, volga = bs_greeks(
-        kind[i], spot[t], strike[i], tau, vol, rate[t]
+        kind[i], s_t, strike[i], tau, vol, r_t
     )
     val[i, PRICE] = price
     val[i, DELTA] = delta
@@ -148,7 +179,10 @@ def change_position(i, dq, mark_, book, acct, ist):
 @njit(cache=True, inline="always")
 def mark(t, mk, ser, surf, impact, book, st, series_out, p):
     """Step 1: revalue the book held since t-1 and attribute the move, series by series."""
-    ts, spot, _, _, _, _ = mk
+    ts, spot, iv, rate, _, surf_idx = mk
+    expiry, strike, kind, expiry_id, strike_id = ser
+    imp_e, imp_s = impact
+    now, s_t, atm, r_t, snap = ts[t], spot[t], iv[t], rate[t], surf_idx[t]
     qty, val, val_tick, live, _, _, _ = book
     acct, ist, pnl = st
     dt = (ts[t] - ts[t - 1]) / NS_PER_YEAR
@@ -172,7 +206,24 @@ def mark(t, mk, ser, surf, impact, book, st, series_out, p):
         va_ = val[i, VANNA]
         vo_ = val[i, VOLGA]
         old_vol = val[i, SIGMA]
-        value_series(val, i, t, mk, ser, surf, impact, p)
+        value_series(
+            val,
+            i,
+            now,
+            s_t,
+            atm,
+            r_t,
+            snap,
+            expiry,
+            strike,
+            kind,
+            expiry_id,
+            strike_id,
+            surf,
+            imp_e,
+            imp_s,
+            p,
+        )
         val_tick[i] = t
         dv = val[i, SIGMA] - old_vol
         c_delta = q * d_ * ds
@@ -337,8 +388,10 @@ def trade(t, mk, ser, surf, impact, flow, book, st, out, p):
 
     Inventory impact from these fills moves marks from the next tick on.
     """
-    ts, spot, _, _, _, _ = mk
-    _, strike, kind, expiry_id, strike_id = ser
+    ts, spot, iv, rate, _, surf_idx = mk
+    expiry, strike, kind, expiry_id, strike_id = ser
+    imp_e, imp_s = impact
+    now, atm, r_t, snap = ts[t], iv[t], rate[t], surf_idx[t]
     f_tick, f_series, f_side, f_size = flow
     qty, val, val_tick, _, _, scen_pnl, extra = book
     acct, ist, pnl = st
@@ -353,7 +406,24 @@ def trade(t, mk, ser, surf, impact, flow, book, st, out, p):
         side = f_side[fi]
         size = f_size[fi]
         if val_tick[i] != t:
-            value_series(val, i, t, mk, ser, surf, impact, p)
+            value_series(
+                val,
+                i,
+                now,
+                s_t,
+                atm,
+                r_t,
+                snap,
+                expiry,
+                strike,
+                kind,
+                expiry_id,
+                strike_id,
+                surf,
+                imp_e,
+                imp_s,
+                p,
+            )
             val_tick[i] = t
         mark_ = val[i, PRICE]
         direction = -side  # the pool takes the other side

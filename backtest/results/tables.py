@@ -95,7 +95,7 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             ts=_timestamp(pl.col("ts")),
             side=pl.col("side").cast(pl.Int8),
             reject_reason=pl.Series(np.array(REJECT_REASONS)[out.trades["reject_reason"]]),
-            informed=pl.Series(informed),
+            informed=pl.Series(informed, dtype=pl.Boolean),
             pnl_held_to_expiry=pl.Series(held),
             flow_row=pl.Series(flow_row, dtype=pl.Int64),
         )
