@@ -63,6 +63,24 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`section.key=v1,v2,...`: one TOML array if the values form one, else split at commas,
+    each value read as in --set."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set {item}: expected section.key=value1,value2,...")
+        if key in grid:
+            raise InputError(f"--set {key}: given twice; list its values once: {key}=v1,v2")
+        try:
+            grid[key] = tomllib.loads(f"v = [{raw}]")["v"]
+        except tomllib.TOMLDecodeError:
+            grid[key] = [parse_set([f"{key}={v}"])[key] for v in raw.split(",")]
+    return grid
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"run {summary['run_id']}", show_header=False, title_justify="left")
     table.add_column("metric", style="bold")
@@ -179,6 +197,96 @@ def run(
             f"insolvent {int(result.summary['insolvent'].sum())}"
         )
     out.print(f"run folder: {result.path}")
+
+
+MULTI_PATH_COLUMNS = (
+    "lp_return_mean",
+    "lp_return_q50",
+    "var_95",
+    "es_95",
+    "p_insolvent",
+    "mean_max_drawdown",
+)
+SINGLE_PATH_COLUMNS = (
+    "lp_return",
+    "apy",
+    "sharpe",
+    "max_drawdown",
+    "hedge_cost_over_fees",
+    "insolvent",
+)
+
+
+@app.command()
+def sweep(
+    strategy: Annotated[Path, typer.Argument(help="Strategy TOML")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Grid axis: hedge.threshold=0.01,0.05")
+    ] = None,
+    paths: Annotated[
+        Path | None, typer.Option(help="Multi-path market file for every point")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Runs folder")] = Path("reports/runs"),
+    executor: Annotated[str, typer.Option(help="local or dask")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address")] = None,
+    jobs: Annotated[int, typer.Option(help="Points run at once")] = 2,
+    keep: Annotated[str, typer.Option(help="all, or summary (skip per-tick tables)")] = "all",
+    metric: Annotated[str | None, typer.Option(help="Heatmap metric")] = None,
+    x: Annotated[str | None, typer.Option(help="Heatmap x key")] = None,
+    y: Annotated[str | None, typer.Option(help="Heatmap y key")] = None,
+) -> None:
+    """Run every combination of the --set values; each point is a normal run folder. Rerunning
+    the same command skips finished points."""
+    from backtest import sweep as sw
+
+    with user_errors():
+        grid = parse_grid(set_ or [])
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("sweep (the first point compiles the kernel)", total=None)
+
+            def on_point(point: Any, done: int, total: int) -> None:
+                note = " (reused)" if point.reused else ""
+                progress.update(task, completed=done, total=total, description=point.run_id + note)
+
+            result = sw.sweep(
+                strategy,
+                grid,
+                paths=paths,
+                out=out_dir,
+                executor=executor,
+                scheduler=scheduler,
+                jobs=jobs,
+                keep=keep,
+                on_point=on_point,
+            )
+            png = sw.heatmap(result, metric, x, y) if grid else None
+    frame = result.frame
+    shown = MULTI_PATH_COLUMNS if "var_95" in frame.columns else SINGLE_PATH_COLUMNS
+    wanted = [*grid, *shown, metric, "run_id"]
+    columns = list(dict.fromkeys(c for c in wanted if c and c in frame.columns))
+    table = Table(title=f"sweep {result.sweep_id}", title_justify="left")
+    for name in columns:
+        table.add_column(name)
+    for row in frame.select(columns).iter_rows():
+        table.add_row(
+            *["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        )
+    out.print(table)
+    out.print(
+        f"{len(result.points)} points: {len(result.points) - result.n_reused} run, "
+        f"{result.n_reused} reused"
+    )
+    out.print(f"sweep folder: {result.path}")
+    if png is not None:
+        out.print(f"heatmap: {png}")
 
 
 @app.command()

@@ -249,7 +249,8 @@ def run(
     prep = prepare(strategy, market=market, flow=flow, seed=seed, run_id=run_id, overrides=dotted)
     out_root = Path(out) if out is not None else DEFAULT_OUT
     final = out_root / prep.run_id
-    if final.exists() and not force:
+    has_tables = (final / "steps.parquet").exists() or keep == "summary"
+    if final.exists() and has_tables and not force:  # a summary-only run does not serve "all"
         if report and not (final / "report.html").exists():
             build_report(final)
         return Run(final, reused=True)

@@ -285,3 +285,51 @@ def test_package_level_api(tmp_path):
         assert con.sql("select count(*) from runs").fetchall() == [(1,)]
     with pytest.raises(AttributeError):
         backtest.nothing  # noqa: B018
+
+
+def test_sweep_command_runs_the_grid_then_resumes(tmp_path):
+    paths = tmp_path / "paths.parquet"
+    assert (
+        invoke(
+            "data", "simulate", "gbm", "--paths", "4", "--ticks", "48", "--out", str(paths)
+        ).exit_code
+        == 0
+    )
+    args = (
+        "sweep",
+        str(DEFAULT_STRATEGY),
+        "--set",
+        "hedge.threshold=0.01,0.05",
+        "--set",
+        "pricing.base_fee=0.005,0.02",
+        "--paths",
+        str(paths),
+        "--out",
+        str(tmp_path / "runs"),
+        "--keep",
+        "summary",
+        "--jobs",
+        "1",
+        "--metric",
+        "var_95",
+    )
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "4 points: 4 run, 0 reused" in first.output
+    assert len(list((tmp_path / "runs").iterdir())) == 4
+    again = invoke(*args)
+    assert "4 points: 0 run, 4 reused" in again.output
+    heatmap = again.output.split("heatmap: ")[1].strip()
+    assert Path(heatmap).stat().st_size > 1000
+    bad = invoke("sweep", str(DEFAULT_STRATEGY), "--set", "hedge.nope=1,2", "--out", str(tmp_path))
+    assert bad.exit_code == 2 and "hedge.nope" in bad.output
+
+
+def test_a_summary_only_run_is_not_reused_for_a_full_one(tmp_path):
+    import backtest
+
+    window = {"data__start": "2022-07-01", "data__end": "2022-07-03"}
+    lean = backtest.run(out=tmp_path, keep="summary", **window)
+    assert not (lean.path / "steps.parquet").exists()
+    full = backtest.run(out=tmp_path, **window)
+    assert not full.reused and full.steps.height == 3 * 24

@@ -131,8 +131,10 @@ def _drawdown_metrics(steps: pl.DataFrame) -> pl.DataFrame:
         return pl.when(pl.col("depth").max() > 0).then(pl.col(name).get(pl.col("depth").arg_max()))
 
     return episodes.group_by("path_id").agg(
-        lp_return=pl.col("final_per_share").last() / INITIAL_NAV_PER_SHARE - 1.0,
-        max_drawdown=pl.col("depth").max(),
+        # LPs cannot lose more than they put in: what an insolvent pool owes beyond that is
+        # bad_debt, borne by whoever the pool owes, not a return below -100 %.
+        lp_return=(pl.col("final_per_share").last() / INITIAL_NAV_PER_SHARE - 1.0).clip(-1.0),
+        max_drawdown=pl.col("depth").max().clip(upper_bound=1.0),
         max_drawdown_peak=at_deepest("peak"),
         max_drawdown_trough=at_deepest("trough"),
         max_drawdown_recovery=at_deepest("recovery"),
