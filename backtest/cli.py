@@ -48,6 +48,19 @@ def _simulate_epilog() -> str:
     return "\b\n" + help_text()
 
 
+def progress_bar() -> Progress:
+    """A transient bar on stderr, only when it is a terminal (logs stay clean)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """`section.key=value` pairs; the value is read as a TOML value, else as a plain string."""
     overrides: dict[str, Any] = {}
@@ -158,15 +171,7 @@ def run(
 
     with user_errors():
         overrides = {k.replace(".", "__"): v for k, v in parse_set(set_ or []).items()}
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        ) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("running (first run compiles the kernel)", total=None)
 
             def on_batch(done: int, total: int) -> None:
@@ -241,15 +246,7 @@ def sweep(
 
     with user_errors():
         grid = parse_grid(set_ or [])
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        ) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("sweep (the first point compiles the kernel)", total=None)
 
             def on_point(point: Any, done: int, total: int) -> None:
