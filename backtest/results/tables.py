@@ -40,7 +40,7 @@ def _kind(code: pl.Expr) -> pl.Expr:
 
 def _held_to_expiry(prep: Batch, trades: np.ndarray) -> np.ndarray:
     """The pool's PnL from each fill if it were held, unhedged, to expiry: premium received minus
-    what the trader's side pays out at the first tick at or after expiry (NaN if the run ends
+    what the trader's side pays out at the first tick at or after expiry (null if the run ends
     first). This is what separates informed from noise flow: it charges each trade its outcome."""
     mkt, fl = prep.market, prep.aligned
     held = np.full(len(trades), np.nan)
@@ -96,7 +96,7 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             side=pl.col("side").cast(pl.Int8),
             reject_reason=pl.Series(np.array(REJECT_REASONS)[out.trades["reject_reason"]]),
             informed=pl.Series(informed, dtype=pl.Boolean),
-            pnl_held_to_expiry=pl.Series(held),
+            pnl_held_to_expiry=pl.Series(held).fill_nan(None),  # null: expires after the run
             flow_row=pl.Series(flow_row, dtype=pl.Int64),
         )
         .join(series_keys, on="series", how="left")
