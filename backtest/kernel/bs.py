@@ -89,16 +89,6 @@ def bs_price(kind, spot, strike, tau, vol, rate):
 
 
 @njit(cache=True)
-def bs_delta(kind, spot, strike, tau, vol, rate):
-    """Delta alone: one log and one erfc, for hedge decisions taken every tick."""
-    flat, _, delta, _ = _flat(kind, spot, strike, tau, vol, rate)
-    if flat:
-        return delta
-    d1, _ = _d1_d2(spot, strike, tau, vol, rate)
-    return kind * norm_cdf(kind * d1)
-
-
-@njit(cache=True)
 def bs_greeks(kind, spot, strike, tau, vol, rate):
     """(price, delta, gamma, vega, theta, vanna, volga) from one d1/d2 evaluation."""
     flat, price, delta, theta = _flat(kind, spot, strike, tau, vol, rate)
