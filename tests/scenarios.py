@@ -7,6 +7,8 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
+from backtest.inputs.flow import FLOW_SCHEMA
+
 START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 
 
@@ -76,18 +78,7 @@ def flow_frame(
                 "size": float(rng.lognormal(1.0, 0.8)),
             }
         )
-    frame = pl.DataFrame(
-        rows,
-        schema={
-            "ts": pl.Datetime("us", "UTC"),
-            "expiry": pl.Datetime("us", "UTC"),
-            "strike": pl.Float64,
-            "kind": pl.String,
-            "side": pl.Int8,
-            "size": pl.Float64,
-        },
-    )
-    return frame.sort("ts")
+    return pl.DataFrame(rows, schema=FLOW_SCHEMA).sort("ts")
 
 
 def no_fees(**sections: dict) -> dict:
