@@ -28,7 +28,7 @@ from backtest.inputs.lp import load_lp_flows, validate_lp_flows
 from backtest.inputs.market import load_market, market_from_frames, validate_market
 from backtest.inputs.surface import Surface, load_surface
 from backtest.kernel import CACHE_DIR
-from backtest.kernel.loop import run_paths
+from backtest.kernel.loop import hedge_capacity, run_paths
 from backtest.kernel.types import HEDGE_DTYPE, SERIES_DTYPE, STEP_DTYPE, TRADE_DTYPE
 from backtest.plan import Batch, Plan
 from backtest.results import runfolder, tables
@@ -187,7 +187,8 @@ def simulate(batch: Batch) -> KernelOutput:
     n_ticks, n_flow, n_paths = len(mkt.ts), len(fl.tick), mkt.n_paths
     steps = np.zeros(n_ticks, STEP_DTYPE)
     trades = np.zeros(n_flow, TRADE_DTYPE)
-    hedges = np.zeros(2 * n_ticks, HEDGE_DTYPE)  # room for a policy fill and a liquidation
+    n_lp = len(batch.lp_flows[1])
+    hedges = np.zeros(hedge_capacity(n_ticks, n_paths * n_lp), HEDGE_DTYPE)
     series = np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE)
     surf = batch.surface
     n_hedges = run_paths(

@@ -289,3 +289,23 @@ def test_surface_dataclass_snapshot_lookup_is_causal():
         vols=np.ones((2, 1, 1)),
     )
     assert surface.snapshot_at(np.array([5, 10, 15, 20, 25])).tolist() == [-1, 0, 0, 1, 1]
+
+
+def test_many_withdrawals_in_one_tick_each_may_unwind_the_hedge():
+    """Every paid withdrawal can force a hedge unwind: the hedge records must have room for all
+    of them (they used to be sized for two fills per tick)."""
+    # Short calls hedged with long spot; spot then falls 20 %: the hedge carries the worst
+    # stress loss, so freeing collateral for each payout means unwinding some of it.
+    market = flat_market(6, spot=100.0).with_columns(spot=pl.Series([100.0] * 4 + [80.0] * 2))
+    strategy = no_fees(
+        pool={"collateral": "dynamic", "max_utilisation": 0.5, "liquidation_threshold": 5.0},
+        hedge={"policy": "every_trade"},
+    )
+    flow = trades_at(*[(h, 24 * 7, 100.0, "C", 1, 30_000.0) for h in range(4)])
+    lp = pl.DataFrame({"ts": [START + 4 * HOUR] * 12, "amount": [-40_000.0] * 12})
+    tables, summary = simulate_frames(strategy, market, flow, lp_flows=lp)
+    unwinds = tables.hedges.filter(pl.col("reason") == "liquidation")
+    assert unwinds.height >= 3 and unwinds["ts"].n_unique() == 1  # all in one tick
+    assert tables.steps["hedge_units"][4] == pytest.approx(0.0, abs=1e-6)
+    assert tables.steps["lp_flow"][4] == pytest.approx(-480_000.0, rel=1e-3)
+    reconciles(tables, summary, 1e6)

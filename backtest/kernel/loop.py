@@ -481,6 +481,8 @@ def fill_hedge(t, mk, order, reason, book, st, hedges, p):
     ts, spot, iv, _, _, _ = mk
     scen_pnl, extra = book[5], book[6]
     acct, ist, pnl = st
+    if ist[N_HEDGES] >= hedges.shape[0]:
+        raise IndexError("hedge records full: more hedge fills than the capacity planned")
     s_t = spot[t]
     filled, price, slip, gas, mev = slippage.execute(order, s_t, iv[t], p)
     cost = slip + gas + mev
@@ -611,12 +613,14 @@ def shrink(t, mk, ser, book, st, out, reserve, p):
     hedges, series_out = out[2], out[3]
     s_t = spot[t]
     dynamic = p.collateral == DYNAMIC
+    hedge_unwound = False  # at most once per call: hedges has one liquidation row per call
     for _ in range(ist[N_LIVE] + 2):
         nav = acct[NAV] - reserve
         if nav <= 0.0 or acct[REQ] <= p.max_utilisation * nav:
             return
         pick, pick_risk, hedge_risk = riskiest(t, mk, ser, book, acct, ist, p)
-        if hedge_risk > pick_risk:
+        if hedge_risk > pick_risk and not hedge_unwound:
+            hedge_unwound = True
             units = acct[UNITS]
             for s in range(N_SCENARIOS):
                 extra[s] = -math.copysign(1.0, units) * s_t * collateral.spot_shock(s, p)
@@ -751,8 +755,9 @@ def record(t, mk, book, st, steps):
 @njit(cache=True)
 def run_path(mk, ser, surf, flow, lp, p, out):
     """Run one path into out = (steps[n_ticks], trades[n_flow], hedges, series_out[n_series]);
-    hedges holds at most two fills per tick (the policy's and a liquidation's), so it has room
-    for 2 x n_ticks. Returns the number of hedges written.
+    hedges has room for hedge_capacity(n_ticks, n_lp_rows) fills: per tick the policy's and a
+    liquidation's, and one per LP withdrawal paid (each may force one hedge unwind). Returns the
+    number of hedges written.
 
     mk = (ts, spot, iv, rate, funding, surface snapshot index per tick); ser = (expiry, strike,
     kind, expiry id, strike id) per series; surf = (tenors, log-moneyness, vols[snap, tenor, k]);
@@ -817,18 +822,26 @@ def run_path(mk, ser, surf, flow, lp, p, out):
     return ist[N_HEDGES]
 
 
+@njit(cache=True)
+def hedge_capacity(n_ticks, n_lp_rows):
+    """Hedge records to allocate: a policy fill and a liquidation per tick, plus the run rule's
+    withdrawals (at most one per tick) and the LP file's, each of which may unwind the hedge."""
+    return 3 * n_ticks + n_lp_rows
+
+
 @njit(cache=True, parallel=True)
 def run_paths(mk, tick_offsets, ser, surf, flow, flow_offsets, lp, p, out):
     """Every path in parallel; path k writes only its own slices, so the result equals serial.
 
-    LP flows apply to every path (their ticks are per path: lp[0] has one row per path); hedges
-    has 2 rows per tick, path k's from 2 x tick_offsets[k].
+    LP flows apply to every path (their ticks are per path: lp[0] has one row per path); path
+    k's hedge rows start at hedge_capacity(tick_offsets[k], k x n_lp_rows).
     """
     ts, spot, iv, rate, funding, surf_idx = mk
     f_tick, f_series, f_side, f_size = flow
     lp_tick, lp_amount = lp
     steps, trades, hedges, series_out = out
     n_paths = tick_offsets.shape[0] - 1
+    n_lp = lp_amount.shape[0]
     n_hedges = np.zeros(n_paths, np.int64)
     for k in prange(n_paths):
         a, b = tick_offsets[k], tick_offsets[k + 1]
@@ -840,6 +853,11 @@ def run_paths(mk, tick_offsets, ser, surf, flow, flow_offsets, lp, p, out):
             (f_tick[fa:fb], f_series[fa:fb], f_side[fa:fb], f_size[fa:fb]),
             (lp_tick[k], lp_amount),
             p,
-            (steps[a:b], trades[fa:fb], hedges[2 * a : 2 * b], series_out[k]),
+            (
+                steps[a:b],
+                trades[fa:fb],
+                hedges[hedge_capacity(a, k * n_lp) : hedge_capacity(b, (k + 1) * n_lp)],
+                series_out[k],
+            ),
         )
     return n_hedges

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from backtest.kernel.loop import hedge_capacity
 from backtest.kernel.types import HEDGE_REASONS, REJECT_REASONS, SERIES_COMPONENTS
 
 if TYPE_CHECKING:
@@ -124,9 +125,10 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         )
     )
 
+    n_lp = len(prep.lp_flows[1])
     keep = np.concatenate(
         [
-            np.arange(2 * mkt.offsets[k], 2 * mkt.offsets[k] + out.n_hedges[k])
+            np.arange(first := hedge_capacity(mkt.offsets[k], k * n_lp), first + out.n_hedges[k])
             for k in range(mkt.n_paths)
         ]
     ).astype(np.int64)
