@@ -9,8 +9,6 @@ import pyarrow.parquet as pq
 
 from backtest.errors import InputError
 
-NS_PER_YEAR = 365 * 86_400 * 1_000_000_000
-
 
 def read_parquet(path: Path) -> pl.DataFrame:
     try:

@@ -20,7 +20,6 @@ from backtest.inputs.flow import FLOW_SCHEMA
 NS_PER_HOUR = 3_600 * 10**9
 NS_PER_DAY = 24 * NS_PER_HOUR
 NS_PER_YEAR = 365 * NS_PER_DAY
-EXPIRY_KINDS = ("daily", "weekly", "monthly")
 EXPIRY_HOUR = 8  # Deribit lists and settles at 08:00 UTC
 MIN_TIME_TO_EXPIRY_NS = NS_PER_HOUR
 # Log-moneyness sd is moneyness_sd at this tenor and scales with sqrt(tenor), so strikes sit at
