@@ -4,7 +4,6 @@ The same BTC 2022 pool with patient LPs and with LPs who run at every 5 % of dra
 share and the capital left in the pool, from the bundled strategies, so the chart can be redrawn.
 """
 
-
 import matplotlib
 
 matplotlib.use("Agg")
