@@ -378,7 +378,8 @@ def data_validate(
                 out.print(f"ok  {path}: flow, {rows:,} rows")
             else:
                 market = load_market(path)
-                first, last = market.frame()["ts"][0], market.frame()["ts"][-1]
+                ts = market.frame()["ts"]
+                first, last = ts[0], ts[-1]
                 out.print(
                     f"ok  {path}: market, {len(market.ts):,} ticks, {market.n_paths} path(s), "
                     f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"

@@ -58,6 +58,11 @@ def _figure(size: tuple[float, float] = WIDE, rows: int = 1) -> tuple[Figure, li
     return fig, list(axes)
 
 
+def _legend_outside(ax: Axes) -> None:
+    """Legend to the right of the axes, so it never covers a line."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+
+
 def _save(fig: Figure, path: Path) -> Path:
     """No 'Software' stamp: the PNG then depends only on the data, and carries no URL."""
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
@@ -156,7 +161,7 @@ def attribution(steps: pl.DataFrame, path: Path, subtitle: str = "") -> Path:
     ax.plot(ts, data["pnl_total"], color="black", lw=2.2, label="total")
     ax.axhline(0.0, color="black", lw=0.6)
     _money(ax, data.drop("ts").to_numpy().ravel(), "cumulative PnL")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    _legend_outside(ax)
     _title(ax, "Cumulative PnL attribution", subtitle)
     _dates(ax, ts)
     return _save(fig, path)
@@ -203,7 +208,7 @@ def net_delta(
         )
     top.axhline(0.0, color="black", lw=0.6)
     top.set_ylabel("delta (underlying units)")
-    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    _legend_outside(top)
     bottom.plot(ts, data["exposure"], color="black", lw=0.9, label="net delta × spot / NAV")
     if threshold is not None:
         for level in (threshold, -threshold):
@@ -211,7 +216,7 @@ def net_delta(
         bottom.plot([], [], color="#d62728", ls="--", label=f"hedge band ±{100 * threshold:g} %")
     bottom.yaxis.set_major_formatter(PercentFormatter())
     bottom.set_ylabel("net delta (% of NAV)")
-    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    _legend_outside(bottom)
     _title(top, "Net delta and hedge trades", subtitle)
     _dates(bottom, ts)
     return _save(fig, path)
@@ -239,7 +244,7 @@ def vega_utilisation(
     )
     top.axhline(0.0, color="black", lw=0.6)
     _money(top, vega, "book vega per vol point")
-    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    _legend_outside(top)
     bottom.plot(ts, data["utilisation"], color="#1f77b4", lw=1.0, label="utilisation")
     if max_utilisation is not None:
         bottom.axhline(
@@ -252,7 +257,7 @@ def vega_utilisation(
     bottom.set_ylim(bottom=0)
     bottom.yaxis.set_major_formatter(PercentFormatter())
     bottom.set_ylabel("collateral / NAV (%)")
-    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    _legend_outside(bottom)
     _title(top, "Vega exposure and utilisation", subtitle)
     _dates(bottom, ts)
     return _save(fig, path)
