@@ -346,7 +346,8 @@ def circuit_breaker(t, mk, log_iv_sum, acct, ist, p):
 @njit(cache=True, inline="always")
 def fill_size(i, t, mk, ser, book, acct, direction, size, p):
     """How much of a trade fits under max_utilisation x NAV (or the current requirement, if the
-    pool is already above it: risk-reducing trades always fit)."""
+    pool is already above it: risk-reducing trades always fit). Less than DUST is rounding left
+    by the cap arithmetic, not a fill."""
     ts, spot, _, rate, _, _ = mk
     expiry, strike, kind, _, _ = ser
     qty, val, _, _, scen, scen_pnl, extra = book
@@ -358,12 +359,14 @@ def fill_size(i, t, mk, ser, book, acct, direction, size, p):
         collateral.scenario_prices(scen[i], kind[i], s_t, strike[i], tau, val[i, SIGMA], rate[t], p)
         for s in range(N_SCENARIOS):
             extra[s] = direction * (scen[i, s] - mark_)
-        return collateral.dynamic_fill(scen_pnl, extra, size, budget, p)
-    before = collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
-    others = acct[REQ] - before
-    return collateral.full_fill(
-        qty[i], direction, size, kind[i], strike[i], s_t, mark_, budget - others
-    )
+        filled = collateral.dynamic_fill(scen_pnl, extra, size, budget, p)
+    else:
+        before = collateral.full_requirement(qty[i], kind[i], strike[i], s_t, mark_)
+        others = acct[REQ] - before
+        filled = collateral.full_fill(
+            qty[i], direction, size, kind[i], strike[i], s_t, mark_, budget - others
+        )
+    return filled if filled >= DUST else 0.0
 
 
 @njit(cache=True, inline="always")
@@ -443,8 +446,6 @@ def trade(t, mk, ser, surf, impact, flow, book, st, out, p):
             rec.reject_reason = REJECT_HALTED
         else:
             filled = fill_size(i, t, mk, ser, book, acct, direction, size, p)
-            if filled < DUST:  # rounding left by the cap arithmetic, not a fill
-                filled = 0.0
             rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
         rec.filled = filled
         if filled <= 0.0:
