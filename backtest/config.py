@@ -1,4 +1,4 @@
-"""The strategy file: every key DESIGN.md names, with defaults, ranges and one-line errors.
+"""The strategy file: every key of docs/design.md, with defaults, ranges and one-line errors.
 
 pydantic does the type and range checking (a hand-written validator for ~70 keys would be a second,
 weaker copy of it); this module turns its errors into the project's one-line `InputError`.

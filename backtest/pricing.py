@@ -1,6 +1,6 @@
 """Vectorised Black–Scholes prices and greeks: the stable public face of `backtest.kernel.bs`.
 
-Units follow DESIGN.md: one contract = one unit of underlying, tau in years (365 days), vol and
+Units follow docs/design.md: one contract = one unit of underlying, tau in years (365 days), vol and
 rate decimal annual (rate continuously compounded), vega per 1.00 of vol, theta per year.
 """
 

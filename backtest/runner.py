@@ -270,8 +270,8 @@ def simulate_frames(
     lp_flows: pl.DataFrame | None = None,
     surface: Surface | None = None,
 ) -> tuple[Tables, pl.DataFrame]:
-    """Run in memory on polars frames (market/flow/LP-flow schemas of DESIGN.md) and an optional
-    loaded surface; nothing is written. Returns the run tables and the summary."""
+    """Run in memory on polars frames (market/flow/LP-flow schemas of docs/design.md) and an
+    optional loaded surface; nothing is written. Returns the run tables and the summary."""
     if not isinstance(strategy, Strategy):
         strategy = build_strategy(strategy, "strategy")
     mkt = market_from_frames([validate_market(market, "market", strategy.pricing.rate)], "market")

@@ -1,8 +1,8 @@
 """Engine features, one at a time, on tiny hand-built markets and flows.
 
-Each test builds a few hourly ticks and a handful of flow rows so the expected numbers follow from
-DESIGN.md, the kernel docstrings and `backtest.pricing`, then checks the engine against them. Every
-run also checks the accounting invariants (components sum to pnl_total, NAV reconciles).
+Each test builds a few hourly ticks and a handful of flow rows so the expected numbers follow
+from docs/design.md, the kernel docstrings and `backtest.pricing`, then checks the engine against
+them. Every run also checks the accounting invariants (components sum to pnl_total, NAV reconciles).
 """
 
 from __future__ import annotations

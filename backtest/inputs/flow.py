@@ -20,7 +20,7 @@ from backtest.inputs.checks import (
 )
 from backtest.inputs.market import Market
 
-# The flow file schema of DESIGN.md, as written by the importer and the generator.
+# The flow file schema of docs/design.md, as written by the importer and the generator.
 FLOW_SCHEMA = {
     "ts": pl.Datetime("us", "UTC"),
     "expiry": pl.Datetime("us", "UTC"),
@@ -77,7 +77,7 @@ def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
 
 
 def public_flow(flow: pl.DataFrame) -> pl.DataFrame:
-    """A canonical flow frame back in the file schema of DESIGN.md, for writing."""
+    """A canonical flow frame back in the file schema of docs/design.md, for writing."""
     utc = pl.Datetime("ns", "UTC")
     frame = flow.select(
         pl.col("ts").cast(utc).dt.cast_time_unit("us"),

@@ -1,4 +1,4 @@
-"""The event loop: one market path through the pool, tick by tick, in DESIGN.md's order.
+"""The event loop: one market path through the pool, tick by tick, in docs/design.md's order.
 
 Mark -> settle -> fund -> trade -> hedge -> risk -> LP flows -> record. Every money movement lands
 in exactly one pnl_* component or in lp_flow, so nav[t] - nav[t-1] == pnl_total[t] + lp_flow[t]

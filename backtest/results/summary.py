@@ -207,7 +207,7 @@ TIMESTAMPS = (
     "max_drawdown_trough",
     "max_drawdown_recovery",
 )
-# Keys in the order of summary.json; the first block is the original contract (DESIGN.md).
+# Keys in the order of summary.json; the first block is the original contract (docs/design.md).
 COLUMNS = (
     "run_id",
     "strategy",

@@ -1,4 +1,4 @@
-"""Kernel record arrays -> the run-folder tables of DESIGN.md, each carrying run_id."""
+"""Kernel record arrays -> the run-folder tables of docs/design.md, each carrying run_id."""
 
 from __future__ import annotations
 
