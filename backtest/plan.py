@@ -1,13 +1,12 @@
 """A validated run plan, cut into batches of paths so memory stays bounded however many paths.
 
-The plan holds the market and the flow source; a batch holds what the kernel needs for a few
-paths: their ticks, their flow (generated here when synthetic) aligned to their ticks, their LP
-flows. A batch quacks like the whole run for the results layer (strategy, run_id, market, ...).
+The plan holds the market and the flow source; each batch (`inputs.batch.Batch`) gets its paths'
+ticks, their flow (generated here when synthetic) aligned to their ticks, and their LP flows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,8 @@ import numpy as np
 import polars as pl
 
 from backtest.config import Strategy, parse_duration
-from backtest.inputs.flow import ALL_PATHS, AlignedFlow, align_flow, validate_flow
+from backtest.inputs.batch import Batch
+from backtest.inputs.flow import ALL_PATHS, align_flow, validate_flow
 from backtest.inputs.lp import align_lp_flows, no_lp_flows
 from backtest.inputs.market import Market
 from backtest.inputs.surface import Surface, no_surface
@@ -30,56 +30,34 @@ from backtest.kernel.types import (
 )
 
 PATHS_PER_BATCH = 64
+NS_PER_SECOND = 1_000_000_000
+
+
+# Strategy keys whose kernel parameter is a code or another unit than the file's.
+CONVERSIONS: dict[tuple[str, str], Callable[[Any], Any]] = {
+    ("pool", "collateral"): COLLATERAL.__getitem__,
+    ("hedge", "policy"): POLICY.__getitem__,
+    ("hedge", "rebalance_to"): REBALANCE.__getitem__,
+    ("hedge", "instrument"): INSTRUMENT.__getitem__,
+    ("hedge", "interval"): lambda text: parse_duration(text) * NS_PER_SECOND,
+    ("slippage", "model"): SLIPPAGE.__getitem__,
+    ("lp", "withdrawal_delay"): lambda hours: int(hours * 3600 * NS_PER_SECOND),
+}
 
 
 def params_from(strategy: Strategy) -> Params:
-    pool, pricing, hedge, slip = strategy.pool, strategy.pricing, strategy.hedge, strategy.slippage
-    return Params(
-        initial_capital=pool.initial_capital,
-        collateral=COLLATERAL[pool.collateral],
-        max_utilisation=pool.max_utilisation,
-        stress_spot=pool.stress_spot,
-        stress_vol=pool.stress_vol,
-        margin_multiplier=pool.margin_multiplier,
-        liquidation_threshold=pool.liquidation_threshold,
-        liquidation_penalty=pool.liquidation_penalty,
-        idle_yield=pool.idle_yield,
-        base_fee=pricing.base_fee,
-        spot_fee=pricing.spot_fee,
-        vega_fee=pricing.vega_fee,
-        min_fee=pricing.min_fee,
-        skew_slope=pricing.skew_slope,
-        smile_curvature=pricing.smile_curvature,
-        standard_size=pricing.standard_size,
-        iv_impact=pricing.iv_impact,
-        skew_impact=pricing.skew_impact,
-        impact_half_life=pricing.impact_half_life,
-        cb_iv_move=pricing.cb_iv_move,
-        cb_hours=pricing.cb_hours,
-        cb_min_free=pricing.cb_min_free,
-        run_drawdown=strategy.lp.run_drawdown,
-        run_fraction=strategy.lp.run_fraction,
-        withdrawal_delay_ns=int(strategy.lp.withdrawal_delay * 3600 * 1_000_000_000),
-        withdrawal_fee=strategy.lp.withdrawal_fee,
-        policy=POLICY[hedge.policy],
-        threshold=hedge.threshold,
-        interval_ns=parse_duration(hedge.interval) * 1_000_000_000,
-        rebalance_to=REBALANCE[hedge.rebalance_to],
-        instrument=INSTRUMENT[hedge.instrument],
-        hedge_cap=hedge.hedge_cap,
-        max_notional_per_step=hedge.max_notional_per_step,
-        latency=hedge.latency,
-        risk_aversion=hedge.risk_aversion,
-        slippage=SLIPPAGE[slip.model],
-        bps=slip.bps,
-        impact_coeff=slip.impact_coeff,
-        adv_usd=slip.adv_usd,
-        liquidity_usd=slip.liquidity_usd,
-        fee_bps=slip.fee_bps,
-        gas_usd=slip.gas_usd,
-        mev_bps=slip.mev_bps,
-        mev_min_notional=slip.mev_min_notional,
-    )
+    """The kernel's parameters: each group takes its fields by name from the strategy section
+    of the same name, so a key is declared once in the config and once in its group."""
+    groups = {}
+    for section, group in Params.__annotations__.items():
+        values = getattr(strategy, section)
+        groups[section] = group(
+            **{
+                name: CONVERSIONS.get((section, name), lambda v: v)(getattr(values, name))
+                for name in group._fields
+            }
+        )
+    return Params(**groups)
 
 
 def synthetic_flow(strategy: Strategy, market: Market) -> pl.DataFrame:
@@ -100,20 +78,6 @@ def synthetic_flow(strategy: Strategy, market: Market) -> pl.DataFrame:
             frame = frame.with_columns(path_id=pl.lit(int(pid), pl.Int64))
         frames.append(validate_flow(frame, "synthetic flow"))
     return pl.concat(frames, how="diagonal_relaxed").sort("ts", maintain_order=True)
-
-
-@dataclass
-class Batch:
-    """What the kernel and the results layer need for some of a plan's paths."""
-
-    strategy: Strategy
-    params: Params
-    run_id: str
-    surface: Surface
-    market: Market
-    flow: pl.DataFrame
-    aligned: AlignedFlow
-    lp_flows: tuple[np.ndarray, np.ndarray]  # (tick per path and row, amount)
 
 
 @dataclass

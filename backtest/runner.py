@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,27 @@ from backtest.config import (
     parse_time,
 )
 from backtest.errors import InputError
+from backtest.inputs.batch import Batch
 from backtest.inputs.flow import load_flow, validate_flow
 from backtest.inputs.lp import load_lp_flows, validate_lp_flows
 from backtest.inputs.market import load_market, market_from_frames, validate_market
 from backtest.inputs.surface import Surface, load_surface
 from backtest.kernel import CACHE_DIR
-from backtest.kernel.loop import hedge_capacity, run_paths
-from backtest.kernel.types import HEDGE_DTYPE, SERIES_DTYPE, STEP_DTYPE, TRADE_DTYPE
-from backtest.plan import Batch, Plan
+from backtest.kernel.loop import run_paths
+from backtest.kernel.types import (
+    HEDGE_DTYPE,
+    SERIES_DTYPE,
+    STEP_DTYPE,
+    TRADE_DTYPE,
+    FlowRows,
+    KernelOutput,
+    LpRows,
+    MarketPath,
+    Records,
+    SeriesSpec,
+    SurfaceGrid,
+)
+from backtest.plan import Plan
 from backtest.results import runfolder, tables
 from backtest.results.report import build_report
 from backtest.results.summary import summarise
@@ -172,43 +184,47 @@ def prepare(
     )
 
 
-@dataclass
-class KernelOutput:
-    steps: np.ndarray
-    trades: np.ndarray
-    hedges: np.ndarray
-    n_hedges: np.ndarray
-    series: np.ndarray
+def hedge_room(batch: Batch) -> np.ndarray:
+    """Hedge records to allocate per path, a guess: a policy fill per tick with a fill or per 16
+    ticks, and a few per LP row. A path that needs more is rerun with exactly what it needed."""
+    ticks = np.diff(batch.market.offsets)
+    flow = np.diff(batch.aligned.offsets)
+    return np.minimum(ticks, flow) + ticks // 16 + 4 * len(batch.lp_flows[1]) + 16
 
 
 def simulate(batch: Batch) -> KernelOutput:
     """Run the kernel over every path of a batch (in parallel across paths)."""
     mkt, fl = batch.market, batch.aligned
     n_ticks, n_flow, n_paths = len(mkt.ts), len(fl.tick), mkt.n_paths
-    steps = np.zeros(n_ticks, STEP_DTYPE)
-    trades = np.zeros(n_flow, TRADE_DTYPE)
-    n_lp = len(batch.lp_flows[1])
-    hedges = np.zeros(hedge_capacity(n_ticks, n_paths * n_lp), HEDGE_DTYPE)
-    series = np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE)
     surf = batch.surface
-    n_hedges = run_paths(
-        (mkt.ts, mkt.spot, mkt.iv, mkt.rate, mkt.funding, surf.snapshot_at(mkt.ts)),
-        mkt.offsets,
-        (
-            fl.series_expiry,
-            fl.series_strike,
-            fl.series_kind,
-            fl.series_expiry_id,
-            fl.series_strike_id,
-        ),
-        (surf.tenors, surf.log_moneyness, surf.vols),
-        (fl.tick, fl.series, fl.side, fl.size),
-        fl.offsets,
-        batch.lp_flows,
-        batch.params,
-        (steps, trades, hedges, series),
-    )
-    return KernelOutput(steps, trades, hedges, n_hedges, series)
+    room = hedge_room(batch)
+    while True:
+        steps = np.zeros(n_ticks, STEP_DTYPE)
+        trades = np.zeros(n_flow, TRADE_DTYPE)
+        hedge_offsets = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
+        hedges = np.zeros(hedge_offsets[-1], HEDGE_DTYPE)
+        series = np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE)
+        n_hedges = run_paths(
+            MarketPath(mkt.ts, mkt.spot, mkt.iv, mkt.rate, mkt.funding, surf.snapshot_at(mkt.ts)),
+            mkt.offsets,
+            SeriesSpec(
+                fl.series_expiry,
+                fl.series_strike,
+                fl.series_kind,
+                fl.series_expiry_id,
+                fl.series_strike_id,
+            ),
+            SurfaceGrid(surf.tenors, surf.log_moneyness, surf.vols),
+            FlowRows(fl.tick, fl.series, fl.side, fl.size),
+            fl.offsets,
+            LpRows(*batch.lp_flows),
+            *batch.params,
+            Records(steps, trades, hedges, series),
+            hedge_offsets,
+        )
+        if (n_hedges <= room).all():
+            return KernelOutput(steps, trades, hedges, hedge_offsets, n_hedges, series)
+        room = np.maximum(room, n_hedges)
 
 
 def run_batches(

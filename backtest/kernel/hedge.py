@@ -1,9 +1,12 @@
-"""Hedge policies: given net delta, how much underlying to trade now (before caps)."""
+"""Step 5, hedge: the policy looks at net delta and decides how much underlying to trade; with
+latency the order fills `latency` ticks later at that tick's price."""
 
 import math
 
 from numba import njit
 
+from backtest.kernel import collateral
+from backtest.kernel.instrument import trade_underlying
 from backtest.kernel.slippage import proportional_cost
 from backtest.kernel.types import POLICY, REBALANCE
 
@@ -14,38 +17,38 @@ TO_EDGE = REBALANCE["edge"]
 
 
 @njit(cache=True)
-def whalley_wilmott_band(book_gamma, spot, iv, nav, net_delta, p):
+def whalley_wilmott_band(book_gamma, spot, iv, nav, net_delta, hedge, slip):
     """Half-width in underlying of the no-trade band around zero net delta.
 
     Whalley & Wilmott (1997): (3/2 * lambda * S * Gamma^2 / gamma_abs)^(1/3), with lambda the
     proportional cost of the trade that would close the gap and gamma_abs = risk_aversion / NAV,
     so `risk_aversion` is relative risk aversion and the band does not depend on pool size.
     """
-    lam = proportional_cost(-net_delta, spot, iv, p)
+    lam = proportional_cost(-net_delta, spot, iv, slip)
     if lam <= 0.0 or nav <= 0.0:
         return 0.0
-    return (1.5 * lam * spot * book_gamma * book_gamma * nav / p.risk_aversion) ** (1.0 / 3.0)
+    return (1.5 * lam * spot * book_gamma * book_gamma * nav / hedge.risk_aversion) ** (1.0 / 3.0)
 
 
 @njit(cache=True)
-def decide(net_delta, spot, iv, nav, book_gamma, traded, bucket_changed, p):
+def decide(net_delta, spot, iv, nav, book_gamma, traded, bucket_changed, hedge, slip):
     """Underlying to trade (signed) under the policy; 0.0 means stay."""
     if net_delta == 0.0:
         return 0.0
-    if p.policy == EVERY_TRADE:
+    if hedge.policy == EVERY_TRADE:
         return -net_delta if traded else 0.0
-    if p.policy == PERIODIC:
+    if hedge.policy == PERIODIC:
         return -net_delta if bucket_changed else 0.0
-    if p.policy == THRESHOLD:
+    if hedge.policy == THRESHOLD:
         if nav <= 0.0:
             return -net_delta
-        band = p.threshold * nav / spot
+        band = hedge.threshold * nav / spot
         if abs(net_delta) <= band:
             return 0.0
-        edge = math.copysign(band, net_delta) if p.rebalance_to == TO_EDGE else 0.0
+        edge = math.copysign(band, net_delta) if hedge.rebalance_to == TO_EDGE else 0.0
         return edge - net_delta
-    if p.policy == WHALLEY_WILMOTT:
-        band = whalley_wilmott_band(abs(book_gamma), spot, iv, nav, net_delta, p)
+    if hedge.policy == WHALLEY_WILMOTT:
+        band = whalley_wilmott_band(abs(book_gamma), spot, iv, nav, net_delta, hedge, slip)
         if abs(net_delta) <= band:
             return 0.0
         return math.copysign(band, net_delta) - net_delta
@@ -53,10 +56,42 @@ def decide(net_delta, spot, iv, nav, book_gamma, traded, bucket_changed, p):
 
 
 @njit(cache=True)
-def capped(order, hedge_after_pending, spot, p):
+def capped(order, hedge_after_pending, spot, hedge):
     """Apply hedge_cap (position) and max_notional_per_step (trade size) to an order."""
     target = hedge_after_pending + order
-    target = min(max(target, -p.hedge_cap), p.hedge_cap)
+    target = min(max(target, -hedge.hedge_cap), hedge.hedge_cap)
     order = target - hedge_after_pending
-    max_units = p.max_notional_per_step / spot
+    max_units = hedge.max_notional_per_step / spot
     return min(max(order, -max_units), max_units)
+
+
+# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+@njit(cache=True, inline="always")
+def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
+    """Fill what was decided `latency` ticks ago at this tick's price, then decide."""
+    s_t = mk.spot[t]
+    slots = pending.qty.shape[0]
+    slot = t % slots
+    order = pending.qty[slot]
+    reason = pending.reason[slot]
+    pending.qty[slot] = 0.0
+    bucket = mk.ts[t] // hedge.interval
+    in_flight = pending.qty.sum()
+    units = acct.units
+    net = acct.book_delta + units + order + in_flight
+    traded = acct.traded == 1
+    new_bucket = bucket != acct.last_bucket
+    decided = decide(net, s_t, mk.iv[t], acct.nav, acct.book_gamma, traded, new_bucket, hedge, slip)
+    acct.last_bucket = bucket
+    if decided != 0.0:
+        decided = capped(decided, units + order + in_flight, s_t, hedge)
+    if hedge.latency == 0:
+        order = decided
+        reason = hedge.policy
+    elif decided != 0.0:
+        later = (t + hedge.latency) % slots
+        pending.qty[later] += decided
+        pending.reason[later] = hedge.policy
+    if order != 0.0:
+        filled = trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip)
+        collateral.after_hedge(book, acct, filled, s_t, pool)

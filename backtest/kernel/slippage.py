@@ -18,7 +18,7 @@ CPMM_MAX_TAKE = 0.5
 
 
 @njit(cache=True)
-def execute(qty, spot, iv, p):
+def execute(qty, spot, iv, slip):
     """Fill a hedge of `qty` underlying (signed) at spot `spot`.
 
     Returns (filled qty, average execution price, slippage cost, gas cost, mev cost).
@@ -27,17 +27,17 @@ def execute(qty, spot, iv, p):
     if size == 0.0:
         return 0.0, spot, 0.0, 0.0, 0.0
     sign = 1.0 if qty > 0 else -1.0
-    if p.slippage == FIXED_BPS:
-        price = spot * (1.0 + sign * p.bps * 1e-4)
-    elif p.slippage == SQRT_IMPACT:
+    if slip.model == FIXED_BPS:
+        price = spot * (1.0 + sign * slip.bps * 1e-4)
+    elif slip.model == SQRT_IMPACT:
         daily_vol = iv / math.sqrt(365.0)
         price = spot * (
-            1.0 + sign * p.impact_coeff * daily_vol * math.sqrt(size * spot / p.adv_usd)
+            1.0 + sign * slip.impact_coeff * daily_vol * math.sqrt(size * spot / slip.adv_usd)
         )
-    elif p.slippage == CPMM:
-        reserve_units = p.liquidity_usd / (2.0 * spot)
-        reserve_usd = p.liquidity_usd / 2.0
-        fee = p.fee_bps * 1e-4
+    elif slip.model == CPMM:
+        reserve_units = slip.liquidity_usd / (2.0 * spot)
+        reserve_usd = slip.liquidity_usd / 2.0
+        fee = slip.fee_bps * 1e-4
         if sign > 0:
             size = min(size, CPMM_MAX_TAKE * reserve_units)
             paid = reserve_usd * size / (reserve_units - size) / (1.0 - fee)
@@ -50,14 +50,14 @@ def execute(qty, spot, iv, p):
     filled = sign * size
     slippage_cost = filled * (price - spot)
     notional = size * spot
-    mev_cost = p.mev_bps * 1e-4 * notional if notional > p.mev_min_notional else 0.0
-    return filled, price, slippage_cost, p.gas_usd, mev_cost
+    mev_cost = slip.mev_bps * 1e-4 * notional if notional > slip.mev_min_notional else 0.0
+    return filled, price, slippage_cost, slip.gas_usd, mev_cost
 
 
 @njit(cache=True)
-def proportional_cost(qty, spot, iv, p):
+def proportional_cost(qty, spot, iv, slip):
     """All-in cost of a hedge of `qty` as a fraction of its notional (Whalley-Wilmott's lambda)."""
     if qty == 0.0:
         return 0.0
-    filled, _, slip, gas, mev = execute(qty, spot, iv, p)
-    return (slip + gas + mev) / (abs(filled) * spot)
+    filled, _, slippage_cost, gas, mev = execute(qty, spot, iv, slip)
+    return (slippage_cost + gas + mev) / (abs(filled) * spot)

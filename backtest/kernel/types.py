@@ -1,8 +1,12 @@
-"""Every record dtype the kernel writes, the integer codes of model variants, and the parameters.
+"""The kernel's vocabulary: model codes, record dtypes, parameter groups and state bundles.
 
 One place for these so the kernel, the results layer and the tests agree on names and codes.
+Parameters are grouped as the strategy file's sections (`PoolParams` is `[pool]`, ...), so a step
+function's signature says which sections it reads. State travels as NamedTuples of arrays (names
+cost nothing in numba: fields resolve at compile time) and the account's scalars as one record.
 """
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -44,6 +48,8 @@ SERIES_COMPONENTS = PNL_COMPONENTS[:7]
 SPOT_SHOCKS = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
 VOL_SHOCKS = np.array([-1.0, 0.0, 1.0])
 N_SCENARIOS = len(SPOT_SHOCKS) * len(VOL_SHOCKS)
+
+# --- output records ---------------------------------------------------------------------------
 
 STEP_DTYPE = np.dtype(
     [
@@ -111,10 +117,42 @@ SERIES_DTYPE = np.dtype(
     ]
 )
 
+# The account: every scalar of one path's state, as one record (acct.cash, acct.n_live, ...).
+ACCOUNT_DTYPE = np.dtype(
+    [
+        ("cash", np.float64),
+        ("units", np.float64),  # hedge position in underlying (spot units or perp contracts)
+        ("nav", np.float64),
+        ("requirement", np.float64),
+        ("free_prev", np.float64),  # free capital at the end of the previous tick
+        ("book_value", np.float64),
+        ("book_delta", np.float64),
+        ("book_gamma", np.float64),
+        ("book_vega", np.float64),
+        ("shares", np.float64),
+        ("peak_nps", np.float64),  # highest NAV per share so far (the run rule's reference)
+        ("run_level", np.float64),  # drawdown at which the run rule fires next
+        ("lp_flow", np.float64),  # this tick's deposits less payouts
+        ("n_live", np.int64),
+        ("flow_at", np.int64),  # next flow row
+        ("lp_at", np.int64),  # next LP row
+        ("n_hedges", np.int64),
+        ("last_bucket", np.int64),  # periodic policy: the interval of the last decision
+        ("insolvent", np.int64),
+        ("halt_until", np.int64),  # circuit breaker: flow halted before this ns
+        ("halted", np.int64),
+        ("traded", np.int64),  # a flow row filled this tick
+        ("cb_from", np.int64),  # first tick of the circuit breaker's trailing window
+        ("wq_head", np.int64),  # withdrawal queue
+        ("wq_tail", np.int64),
+    ]
+)
 
-class Params(NamedTuple):
-    """Scalars the kernel needs, model variants as integer codes (numba-friendly, cacheable)."""
 
+# --- parameters, one group per strategy section ---------------------------------------------
+
+
+class PoolParams(NamedTuple):
     initial_capital: float
     collateral: int
     max_utilisation: float
@@ -124,6 +162,9 @@ class Params(NamedTuple):
     liquidation_threshold: float
     liquidation_penalty: float
     idle_yield: float
+
+
+class PricingParams(NamedTuple):
     base_fee: float
     spot_fee: float
     vega_fee: float
@@ -133,24 +174,26 @@ class Params(NamedTuple):
     standard_size: float
     iv_impact: float
     skew_impact: float
-    impact_half_life: float
+    impact_half_life: float  # hours
     cb_iv_move: float
     cb_hours: float
     cb_min_free: float
-    run_drawdown: float
-    run_fraction: float
-    withdrawal_delay_ns: int
-    withdrawal_fee: float
+
+
+class HedgeParams(NamedTuple):
     policy: int
     threshold: float
-    interval_ns: int
+    interval: int  # ns
     rebalance_to: int
     instrument: int
     hedge_cap: float
     max_notional_per_step: float
     latency: int
     risk_aversion: float
-    slippage: int
+
+
+class SlippageParams(NamedTuple):
+    model: int
     bps: float
     impact_coeff: float
     adv_usd: float
@@ -159,3 +202,121 @@ class Params(NamedTuple):
     gas_usd: float
     mev_bps: float
     mev_min_notional: float
+
+
+class LpParams(NamedTuple):
+    run_drawdown: float
+    run_fraction: float
+    withdrawal_delay: int  # ns
+    withdrawal_fee: float
+
+
+class Params(NamedTuple):
+    pool: PoolParams
+    pricing: PricingParams
+    hedge: HedgeParams
+    slippage: SlippageParams
+    lp: LpParams
+
+
+# --- inputs and state bundles ---------------------------------------------------------------
+
+
+class MarketPath(NamedTuple):
+    """One path's ticks; `snap` is the surface snapshot each tick may use (-1: none yet)."""
+
+    ts: np.ndarray
+    spot: np.ndarray
+    iv: np.ndarray
+    rate: np.ndarray
+    funding: np.ndarray
+    snap: np.ndarray
+
+
+class SeriesSpec(NamedTuple):
+    """The option series the flow trades; series sharing an expiry (or an expiry and strike)
+    share inventory impact through expiry_id (strike_id)."""
+
+    expiry: np.ndarray
+    strike: np.ndarray
+    kind: np.ndarray  # +1.0 call, -1.0 put
+    expiry_id: np.ndarray
+    strike_id: np.ndarray
+
+
+class SurfaceGrid(NamedTuple):
+    tenors: np.ndarray
+    log_moneyness: np.ndarray
+    vols: np.ndarray  # [snapshot, tenor, log-moneyness]
+
+
+class FlowRows(NamedTuple):
+    tick: np.ndarray
+    series: np.ndarray
+    side: np.ndarray
+    size: np.ndarray
+
+
+class LpRows(NamedTuple):
+    tick: np.ndarray
+    amount: np.ndarray
+
+
+class Book(NamedTuple):
+    """Per series: position, and the valuation cache of the tick in valued_at."""
+
+    qty: np.ndarray
+    price: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    theta: np.ndarray
+    vanna: np.ndarray
+    volga: np.ndarray
+    sigma: np.ndarray
+    valued_at: np.ndarray  # tick of the cached valuation, -1 never
+    live: np.ndarray  # indices of open series, live[:acct.n_live]
+    scen: np.ndarray  # [series, scenario] stressed prices (dynamic collateral)
+    scen_pnl: np.ndarray  # book + hedge PnL per scenario
+    scratch: np.ndarray  # one trade's PnL per scenario
+
+
+class Impact(NamedTuple):
+    """Inventory impact on implied vol, per expiry and per (expiry, strike)."""
+
+    expiry: np.ndarray
+    strike: np.ndarray
+
+
+class PendingHedges(NamedTuple):
+    """Hedge orders decided and not yet filled (latency), in a ring indexed by tick."""
+
+    qty: np.ndarray
+    reason: np.ndarray
+
+
+class WithdrawalQueue(NamedTuple):
+    due: np.ndarray  # ns
+    shares: np.ndarray
+
+
+class Records(NamedTuple):
+    """One path's preallocated outputs."""
+
+    steps: np.ndarray
+    trades: np.ndarray
+    hedges: np.ndarray
+    series: np.ndarray
+
+
+@dataclass
+class KernelOutput:
+    """What a batch of paths produced: records, and per path where its hedge rows start and how
+    many it wrote (hedges[hedge_offsets[k] : hedge_offsets[k] + n_hedges[k]])."""
+
+    steps: np.ndarray
+    trades: np.ndarray
+    hedges: np.ndarray
+    hedge_offsets: np.ndarray
+    n_hedges: np.ndarray
+    series: np.ndarray

@@ -18,7 +18,7 @@ import polars as pl
 from backtest.kernel.types import PNL_COMPONENTS, REJECT_REASONS, SERIES_COMPONENTS
 
 if TYPE_CHECKING:
-    from backtest.plan import Batch
+    from backtest.inputs.batch import Batch
     from backtest.results.tables import Tables
 
 SECONDS_PER_YEAR = 365 * 86_400

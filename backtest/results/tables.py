@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from backtest.kernel.loop import hedge_capacity
 from backtest.kernel.types import HEDGE_REASONS, REJECT_REASONS, SERIES_COMPONENTS
 
 if TYPE_CHECKING:
-    from backtest.plan import Batch
-    from backtest.runner import KernelOutput
+    from backtest.inputs.batch import Batch
+    from backtest.kernel.types import KernelOutput
 
 UTC_NS = pl.Datetime("ns", "UTC")
 
@@ -125,10 +124,9 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         )
     )
 
-    n_lp = len(prep.lp_flows[1])
     keep = np.concatenate(
         [
-            np.arange(first := hedge_capacity(mkt.offsets[k], k * n_lp), first + out.n_hedges[k])
+            np.arange(out.hedge_offsets[k], out.hedge_offsets[k] + out.n_hedges[k])
             for k in range(mkt.n_paths)
         ]
     ).astype(np.int64)

@@ -1,0 +1,58 @@
+"""Step 1, mark: revalue the book held since t-1 and split each series' move into greeks.
+
+With the greeks of t-1 and the moves dS, dsigma (per series) and dt: delta dS, 1/2 gamma dS^2,
+vega dsigma, theta dt, vanna dS dsigma, 1/2 volga dsigma^2, and the residual that makes the sum
+equal the full revaluation. Each component is added to the tick's steps row and to the series'
+lifetime record.
+"""
+
+from numba import njit
+
+from backtest.kernel.book import store_valuation
+from backtest.kernel.valuation import NS_PER_YEAR, value_series
+
+
+# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+@njit(cache=True, inline="always")
+def mark_book(t, mk, ser, surf, impact, book, acct, row, series_out, pricing):
+    now, s_t, atm, r_t, snap = mk.ts[t], mk.spot[t], mk.iv[t], mk.rate[t], mk.snap[t]
+    dt = (mk.ts[t] - mk.ts[t - 1]) / NS_PER_YEAR
+    ds = mk.spot[t] - mk.spot[t - 1]
+    for j in range(acct.n_live):
+        i = book.live[j]
+        q = book.qty[i]
+        old_price = book.price[i]
+        d_ = book.delta[i]
+        g_ = book.gamma[i]
+        v_ = book.vega[i]
+        th_ = book.theta[i]
+        va_ = book.vanna[i]
+        vo_ = book.volga[i]
+        old_vol = book.sigma[i]
+        v = value_series(i, now, s_t, atm, r_t, snap, ser, surf, impact, pricing)
+        store_valuation(book, i, t, v)
+        dv = book.sigma[i] - old_vol
+        c_delta = q * d_ * ds
+        c_gamma = 0.5 * q * g_ * ds * ds
+        c_vega = q * v_ * dv
+        c_theta = q * th_ * dt
+        c_vanna = q * va_ * ds * dv
+        c_volga = 0.5 * q * vo_ * dv * dv
+        c_res = q * (book.price[i] - old_price) - (
+            c_delta + c_gamma + c_vega + c_theta + c_vanna + c_volga
+        )
+        row.pnl_delta += c_delta
+        row.pnl_gamma += c_gamma
+        row.pnl_vega += c_vega
+        row.pnl_theta += c_theta
+        row.pnl_vanna += c_vanna
+        row.pnl_volga += c_volga
+        row.pnl_residual += c_res
+        rec = series_out[i]
+        rec.pnl_delta += c_delta
+        rec.pnl_gamma += c_gamma
+        rec.pnl_vega += c_vega
+        rec.pnl_theta += c_theta
+        rec.pnl_vanna += c_vanna
+        rec.pnl_volga += c_volga
+        rec.pnl_residual += c_res

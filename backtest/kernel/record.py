@@ -1,0 +1,47 @@
+"""Step 7, record: the stocks at the end of the tick into its steps row (the PnL components are
+already there: each step adds to them as it books money)."""
+
+import math
+
+from numba import njit
+
+from backtest.kernel.book import book_theta
+
+
+# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+@njit(cache=True, inline="always")
+def record(t, mk, book, acct, row):
+    nav = acct.nav
+    row.ts = mk.ts[t]
+    row.spot = mk.spot[t]
+    row.iv = mk.iv[t]
+    row.nav = nav
+    row.cash = acct.cash
+    row.hedge_units = acct.units
+    row.book_delta = acct.book_delta
+    row.net_delta = acct.book_delta + acct.units
+    row.book_gamma = acct.book_gamma
+    row.book_vega = acct.book_vega
+    row.book_theta = book_theta(book, acct)
+    row.collateral_required = acct.requirement
+    row.utilisation = acct.requirement / nav if nav > 0.0 else math.inf
+    row.pnl_total = (
+        row.pnl_delta
+        + row.pnl_gamma
+        + row.pnl_vega
+        + row.pnl_theta
+        + row.pnl_vanna
+        + row.pnl_volga
+        + row.pnl_residual
+        + row.pnl_fees
+        + row.pnl_hedge_cost
+        + row.pnl_funding
+        + row.pnl_interest
+        + row.pnl_liquidation
+    )
+    row.lp_flow = acct.lp_flow
+    row.shares = acct.shares
+    row.nav_per_share = nav / acct.shares if acct.shares > 0.0 else 0.0
+    row.n_live_series = acct.n_live
+    row.insolvent = acct.insolvent
+    row.halted = acct.halted

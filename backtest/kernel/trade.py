@@ -1,0 +1,96 @@
+"""Step 4, trade: the circuit breaker decides whether flow is taken at all; then each flow row of
+the tick is priced with the market at t (never later), charged fees and filled, partly filled or
+rejected by the collateral rule."""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from backtest.kernel import collateral, impact
+from backtest.kernel.book import store_valuation
+from backtest.kernel.fees import fee_for
+from backtest.kernel.impact import NS_PER_HOUR
+from backtest.kernel.types import (
+    REJECT_HALTED,
+    REJECT_INSOLVENT,
+    REJECT_NONE,
+    REJECT_UTILISATION,
+)
+from backtest.kernel.valuation import value_series
+
+
+# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+@njit(cache=True, inline="always")
+def circuit_breaker(t, mk, log_iv_sum, acct, pricing):
+    """Halt new flow for cb_hours when iv strays from its trailing geometric mean by more than
+    cb_iv_move (vol points), or when free capital falls below cb_min_free x NAV."""
+    window = pricing.cb_hours * NS_PER_HOUR
+    if pricing.cb_iv_move > 0.0:
+        while acct.cb_from < t and mk.ts[acct.cb_from] < mk.ts[t] - window:
+            acct.cb_from += 1
+        n = t - acct.cb_from
+        if n > 0:
+            mean = math.exp((log_iv_sum[t] - log_iv_sum[acct.cb_from]) / n)
+            if abs(mk.iv[t] - mean) > pricing.cb_iv_move:
+                acct.halt_until = mk.ts[t] + np.int64(window)
+    free = (acct.nav - acct.requirement) / acct.nav if acct.nav > 0.0 else 0.0
+    if pricing.cb_min_free > 0.0 and free < pricing.cb_min_free:
+        acct.halt_until = mk.ts[t] + np.int64(window)
+    acct.halted = 1 if mk.ts[t] < acct.halt_until else 0
+
+
+# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+@njit(cache=True, inline="always")
+def trade(t, mk, ser, surf, imp, flow, book, acct, row, records, pool, pricing):
+    """Fill this tick's flow rows. Inventory impact from these fills moves marks from the next
+    tick on."""
+    now, s_t, atm, r_t, snap = mk.ts[t], mk.spot[t], mk.iv[t], mk.rate[t], mk.snap[t]
+    acct.traded = 0
+    while acct.flow_at < flow.tick.shape[0] and flow.tick[acct.flow_at] == t:
+        fi = acct.flow_at
+        acct.flow_at += 1
+        i = flow.series[fi]
+        side = flow.side[fi]
+        size = flow.size[fi]
+        if book.valued_at[i] != t:
+            v = value_series(i, now, s_t, atm, r_t, snap, ser, surf, imp, pricing)
+            store_valuation(book, i, t, v)
+        mark = book.price[i]
+        direction = -side  # the pool takes the other side
+        rec = records.trades[fi]
+        rec.ts = now
+        rec.series = i
+        rec.side = side
+        rec.size = size
+        rec.spot = s_t
+        rec.iv = book.sigma[i]
+        rec.mark = mark
+        rec.vega = book.vega[i]
+        filled = 0.0
+        if acct.insolvent == 1 or acct.nav <= 0.0:
+            rec.reject_reason = REJECT_INSOLVENT
+        elif acct.halted == 1:
+            rec.reject_reason = REJECT_HALTED
+        else:
+            filled = collateral.fill_size(i, t, mk, ser, book, acct, direction, size, pool)
+            rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
+        rec.filled = filled
+        if filled <= 0.0:
+            continue
+        dq = direction * filled
+        fee, vega_fee = fee_for(
+            filled, side, mark, s_t, dq * book.vega[i], acct.book_vega, acct.nav, pricing
+        )
+        premium = side * filled * mark + fee
+        acct.cash += premium
+        collateral.trade_position(book, acct, ser, i, dq, filled, s_t, pool)
+        acct.nav += fee
+        row.pnl_fees += fee
+        impact.add_fill(imp, ser, i, side, filled, pricing)
+        records.series[i].volume += filled
+        records.series[i].fees += fee
+        rec.fee = fee
+        rec.fee_vega = vega_fee
+        rec.premium = premium
+        acct.traded = 1
