@@ -53,7 +53,7 @@ def board_strategy(n_ticks: int, n_trades: int) -> Strategy:
                 "moneyness_sd": 0.06,
                 "buy_fraction": 0.55,
             },
-            "pool": {"initial_capital": 1e9, "max_utilisation": 5.0},
+            "pool": {"initial_capital": 1e9, "max_utilisation": 1.0},
             "hedge": {"policy": "threshold", "threshold": 0.001},
         }
     )

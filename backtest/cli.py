@@ -119,10 +119,16 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("hedges / notional", f"{summary['n_hedges']:,} / {money(summary['hedge_notional'])}"),
         ("hedge cost / fees", pct(summary["hedge_cost_over_fees"])),
         ("max utilisation", pct(summary["max_utilisation"])),
+        ("liquidation closes", f"{summary['n_liquidations']:,}"),
+        (
+            "LP exits: paid / their unwind cost",
+            f"{money(summary['lp_withdrawals'])} / {money(summary['lp_unwind_cost'])}",
+        ),
         ("insolvent", "no" if not summary["insolvent"] else f"yes, {summary['insolvency_ts']}"),
     ]
     for key in (
         "pnl_fees",
+        "pnl_impact",
         "pnl_theta",
         "pnl_gamma",
         "pnl_vega",

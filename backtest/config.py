@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from backtest.errors import InputError
 
@@ -79,6 +86,16 @@ class PoolConfig(StrictSection):
     liquidation_threshold: Positive = 1.0
     liquidation_penalty: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
     idle_yield: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
+    borrow_rate: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
+    max_leverage: Annotated[float, Field(ge=1.0, allow_inf_nan=True)] = math.inf
+
+    @field_validator("max_utilisation")
+    @classmethod
+    def _full_within_nav(cls, value: float, info: ValidationInfo) -> float:
+        """Full collateral locks what it writes out of NAV: it cannot lock more than NAV."""
+        if info.data.get("collateral") == "full" and value > 1.0:
+            raise ValueError('full collateral cannot lock more than NAV: at most 1 when "full"')
+        return value
 
 
 class PricingConfig(StrictSection):
@@ -108,6 +125,7 @@ class HedgeConfig(StrictSection):
     max_notional_per_step: Annotated[float, Field(gt=0.0, allow_inf_nan=True)] = math.inf
     latency: Annotated[int, Field(ge=0, le=1000)] = 0
     risk_aversion: Positive = 1.0
+    borrow_fee: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
 
     @field_validator("interval")
     @classmethod

@@ -30,7 +30,10 @@ from backtest.inputs.surface import Surface, load_surface
 from backtest.kernel import CACHE_DIR
 from backtest.kernel.loop import run_paths
 from backtest.kernel.types import (
+    CLOSE_DTYPE,
     HEDGE_DTYPE,
+    LP_DTYPE,
+    RECORD_KINDS,
     SERIES_DTYPE,
     STEP_DTYPE,
     TRADE_DTYPE,
@@ -79,6 +82,14 @@ class Run:
     @cached_property
     def series(self) -> pl.DataFrame:
         return runfolder.read_table(self.path, "series")
+
+    @cached_property
+    def liquidations(self) -> pl.DataFrame:
+        return runfolder.read_table(self.path, "liquidations")
+
+    @cached_property
+    def lp(self) -> pl.DataFrame:
+        return runfolder.read_table(self.path, "lp")
 
 
 def resolve_data_path(
@@ -184,12 +195,15 @@ def prepare(
     )
 
 
-def hedge_room(batch: Batch) -> np.ndarray:
-    """Hedge records to allocate per path, a guess: a policy fill per tick with a fill or per 16
-    ticks, and a few per LP row. A path that needs more is rerun with exactly what it needed."""
+def record_room(batch: Batch) -> np.ndarray:
+    """Variable-length records to allocate per path and kind (types.RECORD_KINDS), a guess: a
+    hedge per tick with a fill or per 16 ticks, a few closes, a few rows per LP row. A path that
+    needs more is rerun with exactly what it needed."""
     ticks = np.diff(batch.market.offsets)
     flow = np.diff(batch.aligned.offsets)
-    return np.minimum(ticks, flow) + ticks // 16 + 4 * len(batch.lp_flows[1]) + 16
+    n_lp = len(batch.lp_flows[1])
+    hedges = np.minimum(ticks, flow) + ticks // 16 + 4 * n_lp + 16
+    return np.stack([hedges, ticks // 64 + 4 * n_lp + 16, 2 * n_lp + ticks // 256 + 8], axis=1)
 
 
 def simulate(batch: Batch) -> KernelOutput:
@@ -197,14 +211,19 @@ def simulate(batch: Batch) -> KernelOutput:
     mkt, fl = batch.market, batch.aligned
     n_ticks, n_flow, n_paths = len(mkt.ts), len(fl.tick), mkt.n_paths
     surf = batch.surface
-    room = hedge_room(batch)
+    room = record_room(batch)
     while True:
-        steps = np.zeros(n_ticks, STEP_DTYPE)
-        trades = np.zeros(n_flow, TRADE_DTYPE)
-        hedge_offsets = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
-        hedges = np.zeros(hedge_offsets[-1], HEDGE_DTYPE)
-        series = np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE)
-        n_hedges = run_paths(
+        offsets = np.zeros((n_paths + 1, len(RECORD_KINDS)), np.int64)
+        offsets[1:] = np.cumsum(room, axis=0)
+        out = Records(
+            steps=np.zeros(n_ticks, STEP_DTYPE),
+            trades=np.zeros(n_flow, TRADE_DTYPE),
+            hedges=np.zeros(offsets[-1, 0], HEDGE_DTYPE),
+            series=np.zeros((n_paths, len(fl.series_expiry)), SERIES_DTYPE),
+            closes=np.zeros(offsets[-1, 1], CLOSE_DTYPE),
+            lp=np.zeros(offsets[-1, 2], LP_DTYPE),
+        )
+        counts = run_paths(
             MarketPath(mkt.ts, mkt.spot, mkt.iv, mkt.rate, mkt.funding, surf.snapshot_at(mkt.ts)),
             mkt.offsets,
             SeriesSpec(
@@ -219,12 +238,12 @@ def simulate(batch: Batch) -> KernelOutput:
             fl.offsets,
             LpRows(*batch.lp_flows),
             *batch.params,
-            Records(steps, trades, hedges, series),
-            hedge_offsets,
+            out,
+            offsets,
         )
-        if (n_hedges <= room).all():
-            return KernelOutput(steps, trades, hedges, hedge_offsets, n_hedges, series)
-        room = np.maximum(room, n_hedges)
+        if (counts <= room).all():
+            return KernelOutput(*out, offsets=offsets, counts=counts)
+        room = np.maximum(room, counts)
 
 
 def run_batches(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -10,6 +12,60 @@ import polars as pl
 from backtest.inputs.flow import FLOW_SCHEMA
 
 START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+UTC_US = pl.Datetime("us", "UTC")
+
+
+def hourly_market(
+    spots,
+    iv=0.6,
+    *,
+    hours=None,
+    funding=None,
+    path_id: int | None = None,
+) -> pl.DataFrame:
+    """Ticks at T0 + hours (default 0, 1, 2, ...), flat or per-tick iv and funding."""
+    n = len(spots)
+    hours = list(range(n)) if hours is None else list(hours)
+    data: dict[str, Any] = {
+        "ts": [T0 + h * HOUR for h in hours],
+        "spot": [float(s) for s in spots],
+        "iv": np.broadcast_to(np.asarray(iv, float), (n,)).tolist(),
+    }
+    if funding is not None:
+        data["funding"] = np.broadcast_to(np.asarray(funding, float), (n,)).tolist()
+    if path_id is not None:
+        data["path_id"] = [path_id] * n
+    return pl.DataFrame(data).with_columns(pl.col("ts").cast(UTC_US))
+
+
+def hourly_flow(*rows) -> pl.DataFrame:
+    """Rows (hour, expiry_hour, strike, kind, side, size[, path_id]) from T0; no rows, no flow."""
+    with_path = any(len(r) == 7 for r in rows)
+    data: dict[str, list] = {k: [] for k in FLOW_SCHEMA}
+    if with_path:
+        data["path_id"] = []
+    for r in rows:
+        hour, expiry, strike, kind, side, size = r[:6]
+        data["ts"].append(T0 + hour * HOUR)
+        data["expiry"].append(T0 + expiry * HOUR)
+        data["strike"].append(float(strike))
+        data["kind"].append(kind)
+        data["side"].append(side)
+        data["size"].append(float(size))
+        if with_path:
+            data["path_id"].append(r[6] if len(r) == 7 else None)
+    schema = dict(FLOW_SCHEMA) | ({"path_id": pl.Int64} if with_path else {})
+    return pl.DataFrame(data, schema=schema)
+
+
+def hourly_lp(*rows) -> pl.DataFrame:
+    """LP rows (hour, amount) from T0: + deposit, - withdrawal request."""
+    return pl.DataFrame(
+        {"ts": [T0 + h * HOUR for h, _ in rows], "amount": [float(a) for _, a in rows]},
+        schema={"ts": UTC_US, "amount": pl.Float64},
+    )
 
 
 def market_frame(
@@ -91,3 +147,139 @@ def no_fees(**sections: dict) -> dict:
     for name, values in sections.items():
         base[name] = base.get(name, {}) | values
     return base
+
+
+@dataclass
+class Scenario:
+    """A random pool on a random market: everything the engine can do, switched on often."""
+
+    seed: int
+    strategy: dict
+    market: pl.DataFrame
+    flow: pl.DataFrame
+    lp: pl.DataFrame | None
+
+    @property
+    def capital(self) -> float:
+        return self.strategy["pool"]["initial_capital"]
+
+
+def _pick(rng: np.random.Generator, *options):
+    return options[int(rng.integers(len(options)))]
+
+
+def random_market(rng: np.random.Generator, n_ticks: int, n_paths: int) -> pl.DataFrame:
+    """GBM spot with a random-walk IV, a spot jump and an IV spike on some paths, uneven spacing
+    and funding on some markets."""
+    uneven = rng.random() < 0.3
+    frames = []
+    clock = None  # every path on the first path's ticks
+    for path in range(n_paths):
+        frame = market_frame(n_ticks, seed=int(rng.integers(1 << 30)), uneven=uneven, funding=0.1)
+        clock = frame["ts"] if clock is None else clock
+        frame = frame.with_columns(ts=clock)
+        spot, iv = frame["spot"].to_numpy().copy(), frame["iv"].to_numpy().copy()
+        if rng.random() < 0.7:  # a crash or a squeeze: what breaks collateral
+            at = int(rng.integers(1, n_ticks))
+            spot[at:] *= _pick(rng, 0.6, 0.75, 1.25, 1.5, 1.8, 2.5)
+        if rng.random() < 0.4:  # a vol spike: what trips the breakers
+            at = int(rng.integers(1, n_ticks))
+            iv[at:] *= _pick(rng, 1.3, 1.6)
+        frame = frame.with_columns(spot=pl.Series(spot), iv=pl.Series(iv))
+        frames.append(frame.with_columns(path_id=pl.lit(path, pl.Int64)) if n_paths > 1 else frame)
+    return pl.concat(frames)
+
+
+def random_lp(rng: np.random.Generator, market: pl.DataFrame, capital: float) -> pl.DataFrame:
+    """Deposits and withdrawal requests at random times, some larger than the pool."""
+    first, last = market["ts"].min(), market["ts"].max()
+    n = int(rng.integers(1, 5))
+    times = sorted(first + (last - first) * float(u) for u in rng.uniform(0, 1, n))
+    amounts = [capital * float(_pick(rng, -2.0, -0.4, -0.1, 0.2, 0.5)) for _ in range(n)]
+    return pl.DataFrame(
+        {"ts": times, "amount": amounts}, schema={"ts": UTC_US, "amount": pl.Float64}
+    )
+
+
+def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
+    rng = np.random.default_rng(seed)
+    full = rng.random() < 0.5
+    capital = float(_pick(rng, 2e5, 1e6))
+    if full:
+        util = float(_pick(rng, 0.5, 0.8, 1.0))
+        pool = {"collateral": "full", "max_utilisation": util}
+    else:
+        util = float(_pick(rng, 0.5, 1.0, 2.0, 3.0))
+        pool = {
+            "collateral": "dynamic",
+            "max_utilisation": util,
+            "liquidation_threshold": util * float(_pick(rng, 1.05, 1.3)),
+            "stress_spot": float(_pick(rng, 0.1, 0.3)),
+            "max_leverage": float(_pick(rng, float("inf"), 1.5, 3.0)),
+            "borrow_rate": float(_pick(rng, 0.0, 0.1)),
+        }
+    pool |= {
+        "initial_capital": capital,
+        "liquidation_penalty": float(_pick(rng, 0.0, 0.02, 0.05)),
+        "idle_yield": float(_pick(rng, 0.0, 0.05)),
+    }
+    impact = rng.random() < 0.4
+    strategy = {
+        "pool": pool,
+        "pricing": {
+            "base_fee": float(_pick(rng, 0.0, 0.01, 0.05)),
+            "spot_fee": float(_pick(rng, 0.0, 0.0005)),
+            "vega_fee": float(_pick(rng, 0.0, 0.5)),
+            "min_fee": float(_pick(rng, 0.0, 1.0)),
+            "skew_slope": float(_pick(rng, 0.0, -0.3)),
+            "smile_curvature": float(_pick(rng, 0.0, 0.5)),
+            "rate": float(_pick(rng, 0.0, 0.04)),
+            "iv_impact": 0.02 if impact else 0.0,
+            "skew_impact": 0.01 if impact and rng.random() < 0.5 else 0.0,
+            "standard_size": float(_pick(rng, 5.0, 50.0)),
+            "impact_half_life": float(_pick(rng, 1.0, 24.0)),
+            "cb_iv_move": float(_pick(rng, 0.0, 0.05, 0.1)),
+            "cb_min_free": float(_pick(rng, 0.0, 0.0, 0.3)),
+            "cb_hours": float(_pick(rng, 0.0, 2.0, 6.0)),
+        },
+        "hedge": {
+            "policy": str(
+                _pick(rng, "none", "every_trade", "threshold", "periodic", "whalley_wilmott")
+            ),
+            "threshold": float(_pick(rng, 0.0, 0.01, 0.05)),
+            "interval": str(_pick(rng, "1h", "4h")),
+            "rebalance_to": str(_pick(rng, "zero", "edge")),
+            "instrument": str(_pick(rng, "spot", "perp")),
+            "latency": int(_pick(rng, 0, 0, 2)),
+            "hedge_cap": float(_pick(rng, float("inf"), float("inf"), 50.0)),
+            "borrow_fee": float(_pick(rng, 0.0, 0.05)),
+        },
+        "lp": {
+            "run_drawdown": float(_pick(rng, 0.0, 0.002, 0.01)),
+            "run_fraction": float(_pick(rng, 0.1, 0.5)),
+            "withdrawal_delay": float(_pick(rng, 0.0, 2.0)),
+            "withdrawal_fee": float(_pick(rng, 0.0, 0.01)),
+        },
+        "slippage": {
+            "model": str(_pick(rng, "none", "fixed_bps", "sqrt_impact", "cpmm")),
+            "liquidity_usd": float(_pick(rng, 2e5, 5e7)),
+            "gas_usd": float(_pick(rng, 0.0, 5.0)),
+            "mev_bps": float(_pick(rng, 0.0, 3.0)),
+            "mev_min_notional": float(_pick(rng, 0.0, 1e5)),
+        },
+    }
+    n_ticks = int(rng.integers(8, 48))
+    n_paths = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
+    market = random_market(rng, n_ticks, n_paths)
+    # Size the flow to the pool, so collateral binds: each trade a share of what it can write.
+    n_trades = int(rng.integers(3, 30))
+    flow = flow_frame(
+        market.filter(pl.col("path_id") == 0) if n_paths > 1 else market,
+        n_trades,
+        seed=int(rng.integers(1 << 30)),
+        expire_inside=expire_inside,
+    )
+    scale = capital * util / 2000.0 / n_trades * float(_pick(rng, 0.5, 2.0, 6.0, 20.0))
+    flow = flow.with_columns(size=pl.col("size") / pl.col("size").mean() * scale)
+    lp = random_lp(rng, market, capital) if rng.random() < 0.5 else None
+    return Scenario(seed, strategy, market, flow, lp)

@@ -14,24 +14,26 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from scenarios import T0
+from scenarios import hourly_flow as flow
+from scenarios import hourly_market as market
 
-from backtest.inputs.flow import FLOW_SCHEMA
 from backtest.kernel.types import PNL_COMPONENTS, SPOT_SHOCKS, VOL_SHOCKS
 from backtest.pricing import greeks, price
 from backtest.runner import simulate_frames
 
-T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 YEAR_HOURS = 365.0 * 24.0
-UTC_US = pl.Datetime("us", "UTC")
 
-# A pool with nothing switched on: no fees, no hedging, free execution, generous full collateral.
+# A pool with nothing switched on: no fees, no hedging, free execution, full collateral with room
+# for twice the 1000 short calls most tests sell.
 BASE: dict[str, dict[str, Any]] = {
-    "pool": {"initial_capital": 100_000.0, "collateral": "full", "max_utilisation": 10.0},
+    "pool": {"initial_capital": 200_000.0, "collateral": "full", "max_utilisation": 1.0},
     "pricing": {"base_fee": 0.0, "spot_fee": 0.0},
     "hedge": {"policy": "none"},
     "slippage": {"model": "none"},
 }
+INITIAL = BASE["pool"]["initial_capital"]
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -43,49 +45,6 @@ def strategy(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, keys in sections.items():
         out.setdefault(name, {}).update(keys)
     return out
-
-
-def market(
-    spots,
-    iv=0.6,
-    *,
-    hours=None,
-    funding=None,
-    path_id: int | None = None,
-) -> pl.DataFrame:
-    """Ticks at T0 + hours (default 0, 1, 2, ...), flat or per-tick iv and funding."""
-    n = len(spots)
-    hours = list(range(n)) if hours is None else list(hours)
-    data: dict[str, Any] = {
-        "ts": [T0 + h * HOUR for h in hours],
-        "spot": [float(s) for s in spots],
-        "iv": np.broadcast_to(np.asarray(iv, float), (n,)).tolist(),
-    }
-    if funding is not None:
-        data["funding"] = np.broadcast_to(np.asarray(funding, float), (n,)).tolist()
-    if path_id is not None:
-        data["path_id"] = [path_id] * n
-    return pl.DataFrame(data).with_columns(pl.col("ts").cast(UTC_US))
-
-
-def flow(*rows) -> pl.DataFrame:
-    """Rows (hour, expiry_hour, strike, kind, side, size[, path_id]); no rows = no flow at all."""
-    with_path = any(len(r) == 7 for r in rows)
-    data: dict[str, list] = {k: [] for k in FLOW_SCHEMA}
-    if with_path:
-        data["path_id"] = []
-    for r in rows:
-        hour, expiry, strike, kind, side, size = r[:6]
-        data["ts"].append(T0 + hour * HOUR)
-        data["expiry"].append(T0 + expiry * HOUR)
-        data["strike"].append(float(strike))
-        data["kind"].append(kind)
-        data["side"].append(side)
-        data["size"].append(float(size))
-        if with_path:
-            data["path_id"].append(r[6] if len(r) == 7 else None)
-    schema = dict(FLOW_SCHEMA) | ({"path_id": pl.Int64} if with_path else {})
-    return pl.DataFrame(data, schema=schema)
 
 
 def bs(kind: str, spot: float, strike: float, hours_left: float, vol: float) -> float:
@@ -180,9 +139,9 @@ def test_policy_none_never_hedges():
 
 
 def test_every_trade_hedges_to_zero_on_fill_ticks_only():
-    # max_utilisation 1: the first sale fills only to the cap; at tick 2 spot is up, the pool is
+    # max_utilisation 0.5: the first sale fills only to the cap; at tick 2 spot is up, the pool is
     # over-utilised and the next sale is rejected outright, so tick 2 has flow but no fill.
-    strat = strategy(pool={"max_utilisation": 1.0}, hedge={"policy": "every_trade"})
+    strat = strategy(pool={"max_utilisation": 0.5}, hedge={"policy": "every_trade"})
     tables, s = run(
         strat,
         market([100, 101, 102, 100.5, 101.5, 100, 99]),
@@ -209,7 +168,7 @@ def test_every_trade_hedges_to_zero_on_fill_ticks_only():
 
 @pytest.mark.parametrize("rebalance_to", ["zero", "edge"])
 def test_threshold_band(rebalance_to):
-    threshold = 0.05
+    threshold = 0.025
     strat = strategy(
         hedge={"policy": "threshold", "threshold": threshold, "rebalance_to": rebalance_to}
     )
@@ -422,7 +381,7 @@ def test_slippage_exec_price_and_cost(model, side_kind):
     assert h["gas_cost"] == 0 and h["mev_cost"] == 0
     assert steps["pnl_hedge_cost"][0] == pytest.approx(-slip, rel=1e-12, abs=1e-12)
     assert s["pnl_hedge_cost"] == pytest.approx(-slip, rel=1e-12, abs=1e-12)
-    assert steps["nav"][0] == pytest.approx(BASE["pool"]["initial_capital"] - slip, rel=1e-14)
+    assert steps["nav"][0] == pytest.approx(INITIAL - slip, rel=1e-14)
     np.testing.assert_allclose(book_nav(tables, IV), col(steps, "nav"), rtol=1e-12)
 
 
@@ -500,7 +459,7 @@ def test_full_collateral_requirement_per_position():
 
 def test_full_collateral_partial_fill_to_the_cap_and_rejects():
     # NAV 100k, max_utilisation 0.5: 50k of collateral; no fees so NAV is exactly 100k at tick 0.
-    strat = strategy(pool={"max_utilisation": 0.5})
+    strat = strategy(pool={"max_utilisation": 0.5, "initial_capital": 100_000.0})
     tables, s = run(
         strat,
         market([100, 125]),
@@ -590,6 +549,7 @@ def dynamic_pool(**changes):
         "stress_vol": 0.5,
         "max_utilisation": 0.5,
         "liquidation_threshold": 1.0,
+        "initial_capital": 100_000.0,
     }
     return strategy(pool=keys | changes)
 
@@ -638,6 +598,7 @@ def test_dynamic_liquidation_buys_back_to_max_utilisation():
             "max_utilisation": max_util,
             "liquidation_threshold": 0.8,
             "liquidation_penalty": penalty,
+            "initial_capital": 100_000.0,
         }
     )
     spots = [100, 100, 125, 126]
@@ -711,7 +672,7 @@ def test_settlement_at_first_tick_at_or_after_expiry(
     spots = [100, 102, 98, spot_at_expiry, 80, 130]
     tables, s = run(strat, market(spots), flow((0, expiry_hour, 100, kind, side, 10)))
     steps, trades, series = tables.steps, tables.trades, tables.series
-    initial = BASE["pool"]["initial_capital"]
+    initial = INITIAL
     qty = -side * 10.0
     mark0 = bs(kind, 100, 100, expiry_hour, IV)
     fee = 10 * 0.01 * mark0
@@ -739,12 +700,15 @@ def test_settlement_at_first_tick_at_or_after_expiry(
 
 
 def test_insolvency_flags_rejects_and_keeps_marking():
+    # Full collateral cannot go insolvent on short calls; a leveraged dynamic pool that never
+    # liquidates can.
+    leveraged = {"collateral": "dynamic", "max_utilisation": 10.0, "liquidation_threshold": 100.0}
     spots = [100, 110, 130, 160, 150, 170]
     tables, s = run(
-        strategy(),
+        strategy(pool=leveraged | {"initial_capital": 100_000.0}),
         market(spots),
         flow(
-            (0, WEEK, 100, "C", +1, 9000),  # 900k of spot collateral: fits 10x a 100k pool
+            (0, WEEK, 100, "C", +1, 9000),  # a stress loss of about 10x the 100k pool
             (3, WEEK, 100, "C", +1, 1),
             (4, WEEK, 120, "P", -1, 5),
         ),
@@ -790,7 +754,7 @@ def test_base_and_spot_fee_per_contract():
         col(trades, "premium"), [10 * mc + fee_c, -4 * mp + fee_p], rtol=1e-12
     )
     assert tables.steps["pnl_fees"][0] == pytest.approx(fee_c + fee_p, rel=1e-12)
-    assert tables.steps["nav"][0] == pytest.approx(100_000 + fee_c + fee_p, rel=1e-14)
+    assert tables.steps["nav"][0] == pytest.approx(INITIAL + fee_c + fee_p, rel=1e-14)
     np.testing.assert_allclose(col(tables.series.sort("kind"), "fees"), [fee_c, fee_p])
 
 
@@ -807,7 +771,7 @@ def test_vega_fee_only_when_net_vega_grows():
     fees = col(tables.trades, "fee")
     vc = bs_greeks("C", 100, 100, WEEK, IV).vega  # = the put's vega (same strike, no rate)
     m_c, m_p = bs("C", 100, 100, WEEK, IV), bs("P", 100, 100, WEEK, IV)
-    nav = 100_000.0
+    nav = INITIAL
     base = [base_fee * m * n for m, n in [(m_c, 100), (m_c, 30), (m_c, 250), (m_p, 10)]]
     want0 = base[0] + vega_fee * (100 * vc) / nav * (100 * vc)
     assert fees[0] == pytest.approx(want0, rel=1e-12)
@@ -875,7 +839,7 @@ def test_perp_funding_on_the_hedge():
         col(perp.steps, "nav") - col(spot_run.steps, "nav"), np.cumsum(want), atol=1e-9
     )
     # A perp hedge ties up no cash: buying it leaves cash at initial + premium.
-    assert perp.steps["cash"][0] == pytest.approx(100_000 + perp.trades["premium"][0], rel=1e-15)
+    assert perp.steps["cash"][0] == pytest.approx(INITIAL + perp.trades["premium"][0], rel=1e-15)
 
 
 def test_idle_yield_on_free_capital():
@@ -884,17 +848,20 @@ def test_idle_yield_on_free_capital():
     # No flow: the whole NAV is free and compounds tick by tick.
     empty, s = run(strategy(pool={"idle_yield": y}), market([100, 120, 80, 100]), flow())
     nav = col(empty.steps, "nav")
-    np.testing.assert_allclose(nav, 100_000 * (1 + y * dt_year) ** np.arange(4), rtol=1e-14)
-    assert s["pnl_interest"] == pytest.approx(nav[-1] - 100_000, abs=1e-9)
-    # With a book: interest on NAV - collateral of the tick before.
+    np.testing.assert_allclose(nav, INITIAL * (1 + y * dt_year) ** np.arange(4), rtol=1e-14)
+    assert s["pnl_interest"] == pytest.approx(nav[-1] - INITIAL, abs=1e-9)
+    # With a book: interest on the free cash of the tick before, cash less what it locks (a
+    # short call its spot, a short put its strike), premiums included.
     tables, _ = run(
         strategy(pool={"idle_yield": y}),
         market([100, 102, 99, 101]),
         flow((0, WEEK, 100, "C", +1, 300), (2, WEEK, 90, "P", +1, 200)),
     )
     steps = tables.steps
-    free = col(steps, "nav") - col(steps, "collateral_required")
-    assert (free > 0).all() and (col(steps, "collateral_required") > 0).all()
+    free = col(steps, "free_cash")
+    locked = np.array([300 * 100, 300 * 102, 300 * 99 + 200 * 90, 300 * 101 + 200 * 90])
+    np.testing.assert_allclose(free, col(steps, "cash") - locked, rtol=1e-14)
+    assert (free > 0).all() and (free < col(steps, "nav")).all()
     want = np.concatenate([[0.0], y * free[:-1] * dt_year])
     np.testing.assert_allclose(col(steps, "pnl_interest"), want, rtol=1e-12)
 
@@ -907,7 +874,7 @@ def test_multi_path_equals_each_path_alone():
         pricing={"base_fee": 0.01, "spot_fee": 0.0005},
         hedge={"policy": "threshold", "threshold": 0.02},
         slippage={"model": "fixed_bps", "bps": 5.0},
-        pool={"idle_yield": 0.03, "max_utilisation": 2.0},
+        pool={"idle_yield": 0.03, "max_utilisation": 1.0},
     )
     paths = {  # unequal lengths and non-consecutive ids
         0: [100, 101, 103, 102, 99, 98, 100],

@@ -81,7 +81,7 @@ def run_engine(spots: np.ndarray, *, iv: float, policy: str = "periodic", bps: f
     ts = pl.datetime_range(T0, EXPIRY, step, time_zone="UTC", eager=True)
     interval = f"{int(step.total_seconds() // 60)}m"
     strategy = {
-        "pool": {"initial_capital": 1e6, "max_utilisation": 10.0},
+        "pool": {"initial_capital": 1e6, "max_utilisation": 1.0},
         "pricing": {"base_fee": 0.0, "spot_fee": 0.0},
         "hedge": {"policy": policy, "interval": interval},
         "slippage": {"model": "fixed_bps", "bps": bps} if bps > 0 else {"model": "none"},

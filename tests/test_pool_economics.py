@@ -102,7 +102,7 @@ def test_inventory_impact_moves_expiry_and_strike_then_decays():
             "standard_size": 50.0,
             "impact_half_life": 4.0,
         },
-        pool={"max_utilisation": 5.0},
+        pool={"max_utilisation": 1.0},
     )
     week = 24 * 7
     flow = trades_at(
@@ -113,12 +113,18 @@ def test_inventory_impact_moves_expiry_and_strike_then_decays():
     )
     tables, summary = simulate_frames(strategy, market, flow)
     ivs = tables.trades["iv"].to_list()
-    assert ivs[0] == pytest.approx(0.6)
-    assert ivs[1] == pytest.approx(0.6 + 2 * 0.02 * 0.5 ** (1 / 4) + 2 * 0.01 * 0.5 ** (1 / 4))
-    assert ivs[2] == pytest.approx(0.6 + 2 * 0.02 * 0.5 ** (1 / 4))
+    # Each fill pays the vol half way through its own move; the tiny ones move nothing.
+    assert ivs[0] == pytest.approx(0.6 + 0.5 * 2 * (0.02 + 0.01))
+    assert ivs[1] == pytest.approx(
+        0.6 + 2 * 0.02 * 0.5 ** (1 / 4) + 2 * 0.01 * 0.5 ** (1 / 4), rel=1e-5
+    )
+    assert ivs[2] == pytest.approx(0.6 + 2 * 0.02 * 0.5 ** (1 / 4), rel=1e-5)
     assert ivs[3] == pytest.approx(0.6 + 2 * 0.02 * 0.5 ** (5 / 4), rel=1e-3)
-    # The pool is short the calls it sold; the vol it marked up is a vega loss at the next mark.
+    # The buyer paid for the move over the mark (pnl_impact); the pool, short the calls, then
+    # loses the marked-up vol at the next mark.
     vega = greeks("C", 2000.0, 2000.0, week / (365 * 24), 0.6).vega
+    assert tables.steps["pnl_impact"][0] == pytest.approx(100 * vega * 0.03, rel=0.01)
+    assert tables.trades["impact"][0] == pytest.approx(tables.steps["pnl_impact"][0])
     tick1_vega_pnl = tables.steps["pnl_vega"][1]
     assert tick1_vega_pnl == pytest.approx(-100 * vega * 0.06 * 0.5 ** (1 / 4), rel=0.01)
     reconciles(tables, summary, 1e6)
@@ -201,30 +207,32 @@ def test_a_withdrawal_forces_the_book_to_shrink():
     tables, summary = simulate_frames(strategy, market, flow, lp_flows=lp)
     steps = tables.steps
     assert steps["pnl_liquidation"][4] < 0
-    assert steps["utilisation"][4] <= 0.8 + 1e-9
+    assert steps["utilisation"][4] <= 1.0 + 1e-9  # within NAV: it closed what the payout forced
     assert steps["lp_flow"][4] < -490_000
     assert tables.series["pnl_liquidation"].sum() == pytest.approx(steps["pnl_liquidation"].sum())
     reconciles(tables, summary, 1e6)
 
 
-def test_run_rule_spirals_on_a_stress_path():
-    """Spot doubles while the pool is short calls: drawdown triggers a run, the forced buybacks
-    cost penalties, NAV per share falls further and the next run follows."""
+def test_run_rule_runs_again_at_each_drawdown_and_leavers_pay_the_buybacks():
+    """Spot doubles while the pool is short calls: each further 5 % of drawdown sends 30 % of
+    the shares out; paying them forces buybacks, whose penalty the leavers pay."""
     n = 40
     spot = np.concatenate([np.full(5, 2000.0), np.linspace(2000, 4000, n - 5)])
     market = flat_market(n).with_columns(spot=pl.Series(spot), iv=pl.lit(1.2))
     strategy = no_fees(
-        pool={"max_utilisation": 3.0, "liquidation_penalty": 0.05},
+        pool={"max_utilisation": 1.0, "liquidation_penalty": 0.05},
         lp={"run_drawdown": 0.05, "run_fraction": 0.3, "withdrawal_delay": 1.0},
         hedge={"policy": "none"},
     )
-    flow = trades_at((0, 24 * 30, 2200.0, "C", 1, 1500.0))
+    flow = trades_at((0, 24 * 30, 2200.0, "C", 1, 450.0))
     tables, summary = simulate_frames(strategy, market, flow)
-    steps = tables.steps
-    withdrawals = steps.filter(pl.col("lp_flow") < 0)
-    assert withdrawals.height >= 3
+    steps, lp = tables.steps, tables.lp
+    paid = lp.filter(pl.col("event") == "withdrawal")
+    assert paid.height >= 3 and lp.filter(pl.col("event") == "request").height == paid.height
     assert steps["shares"][-1] < 0.4 * 1e6
-    assert steps["pnl_liquidation"].sum() < 0
+    assert (paid["unwind_cost"] > 0).all()
+    closes = tables.liquidations.filter(pl.col("reason") == "withdrawal")
+    assert paid["unwind_cost"].sum() == pytest.approx(closes["penalty"].sum(), rel=1e-9)
     reconciles(tables, summary, 1e6)
 
 
@@ -264,7 +272,7 @@ def test_informed_flow_loses_the_pool_money_where_noise_flow_does_not():
                 "max_tenor_days": 2,
                 "iv_intensity": 0.0,
             },
-            "pool": {"initial_capital": 1e7, "max_utilisation": 5.0},
+            "pool": {"initial_capital": 1e7, "max_utilisation": 1.0},
             "pricing": {"base_fee": 0.03, "spot_fee": 0.0},
             "hedge": {"policy": "every_trade"},
             "slippage": {"model": "none"},
@@ -298,14 +306,18 @@ def test_many_withdrawals_in_one_tick_each_may_unwind_the_hedge():
     # stress loss, so freeing collateral for each payout means unwinding some of it.
     market = flat_market(6, spot=100.0).with_columns(spot=pl.Series([100.0] * 4 + [80.0] * 2))
     strategy = no_fees(
-        pool={"collateral": "dynamic", "max_utilisation": 0.5, "liquidation_threshold": 5.0},
+        pool={"collateral": "dynamic", "max_utilisation": 0.5, "liquidation_threshold": 0.55},
         hedge={"policy": "every_trade"},
     )
     flow = trades_at(*[(h, 24 * 7, 100.0, "C", 1, 30_000.0) for h in range(4)])
     lp = pl.DataFrame({"ts": [START + 4 * HOUR] * 12, "amount": [-40_000.0] * 12})
     tables, summary = simulate_frames(strategy, market, flow, lp_flows=lp)
-    unwinds = tables.hedges.filter(pl.col("reason") == "liquidation")
+    unwinds = tables.hedges.filter(pl.col("reason") == "withdrawal")
     assert unwinds.height >= 3 and unwinds["ts"].n_unique() == 1  # all in one tick
-    assert tables.steps["hedge_units"][4] == pytest.approx(0.0, abs=1e-6)
-    assert tables.steps["lp_flow"][4] == pytest.approx(-480_000.0, rel=1e-3)
+    assert (unwinds["qty"].abs() > 1e-6).all()
+    # The leavers got their NAV per share less what their closes cost; the stayers kept theirs.
+    paid = tables.lp.filter(pl.col("event") == "withdrawal")
+    cost = paid["unwind_cost"].sum()
+    assert tables.steps["lp_flow"][4] == pytest.approx(-480_000.0 + cost, rel=1e-12)
+    np.testing.assert_allclose(paid["nav_per_share"], tables.steps["nav_per_share"][4], rtol=1e-12)
     reconciles(tables, summary, 1e6)

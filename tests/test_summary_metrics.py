@@ -69,6 +69,9 @@ def steps_frame(nav, hours, initial=None, **columns) -> pl.DataFrame:
             "shares": np.full(len(nav), initial),
             "nav_per_share": nav / initial,
             "utilisation": np.zeros(len(nav)),
+            "free_cash": nav,
+            "leverage": np.ones(len(nav)),
+            "collateral_gap": np.zeros(len(nav)),
             "insolvent": np.zeros(len(nav), bool),
             **{c: np.zeros(len(nav)) for c in PNL_COMPONENTS},
             "pnl_theta": moves,
@@ -103,10 +106,32 @@ NO_HEDGES = pl.DataFrame(
 )
 
 
+NO_CLOSES = pl.DataFrame(
+    schema={"path_id": pl.Int64, "qty": pl.Float64, "penalty": pl.Float64, "reason": pl.String}
+)
+NO_LP = pl.DataFrame(
+    schema={
+        "path_id": pl.Int64,
+        "event": pl.String,
+        "amount": pl.Float64,
+        "unwind_cost": pl.Float64,
+        "fee": pl.Float64,
+    }
+)
+
+
 def summarise_one(steps, trades=NO_TRADES, hedges=NO_HEDGES, initial=None) -> dict:
     initial = float(steps["nav"][0]) if initial is None else initial
     frame = summary_frame(
-        steps, trades, hedges, initial=initial, run_id="r", strategy="s", n_paths=1
+        steps,
+        trades,
+        hedges,
+        NO_CLOSES,
+        NO_LP,
+        initial=initial,
+        run_id="r",
+        strategy="s",
+        n_paths=1,
     )
     assert frame.columns == list(COLUMNS)
     (row,) = frame.to_dicts()

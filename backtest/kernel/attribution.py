@@ -2,8 +2,9 @@
 
 With the greeks of t-1 and the moves dS, dsigma (per series) and dt: delta dS, 1/2 gamma dS^2,
 vega dsigma, theta dt, vanna dS dsigma, 1/2 volga dsigma^2, and the residual that makes the sum
-equal the full revaluation. Each component is added to the tick's steps row and to the series'
-lifetime record.
+equal the full revaluation. A series that expired since t-1 earns theta only up to its expiry
+(it settles at this tick's spot, the first tick at or after expiry). Each component is added to
+the tick's steps row and to the series' lifetime record.
 """
 
 from numba import njit
@@ -16,7 +17,7 @@ from backtest.kernel.valuation import NS_PER_YEAR, value_series
 @njit(cache=True, inline="always")
 def mark_book(t, mk, ser, surf, impact, book, acct, row, series_out, pricing):
     now, s_t, atm, r_t, snap = mk.ts[t], mk.spot[t], mk.iv[t], mk.rate[t], mk.snap[t]
-    dt = (mk.ts[t] - mk.ts[t - 1]) / NS_PER_YEAR
+    prev = mk.ts[t - 1]
     ds = mk.spot[t] - mk.spot[t - 1]
     for j in range(acct.n_live):
         i = book.live[j]
@@ -32,6 +33,7 @@ def mark_book(t, mk, ser, surf, impact, book, acct, row, series_out, pricing):
         v = value_series(i, now, s_t, atm, r_t, snap, ser, surf, impact, pricing)
         store_valuation(book, i, t, v)
         dv = book.sigma[i] - old_vol
+        dt = (min(ser.expiry[i], now) - prev) / NS_PER_YEAR
         c_delta = q * d_ * ds
         c_gamma = 0.5 * q * g_ * ds * ds
         c_vega = q * v_ * dv

@@ -1,20 +1,32 @@
-"""Collateral, both modes in one place: what the book ties up, how much of a trade fits, and
-which positions a liquidation closes, in what order and how much.
+"""Collateral, both modes in one place: what the book ties up, how much of a trade or a hedge
+fits, and which positions a liquidation (or an LP's exit) closes, in what order and how much.
 
-`full`: a short call ties up one unit of spot, a short put its strike, a long option its mark
-(capital already spent). `dynamic`: margin_multiplier x the worst loss of book + hedge over a
-spot x vol stress grid, so hedges and offsetting options count.
+`full` (docs/design.md, "Full collateral"): apart from its free cash the pool holds what settles
+every obligation in its worst case at the current spot. A short call locks one unit of spot or its
+value in cash (long hedge units count as units), a short put its strike in cash, a borrowed spot
+unit (short hedge) its value in cash; a perp unit, long or short, is margined with its value in
+cash, and a long perp unit covers a short call as a spot unit does. The requirement adds what the
+long options are worth. Free cash never goes below zero, so cash is never borrowed, and the
+requirement stays within NAV; a move that breaks either is repaired by liquidation in the tick.
+
+`dynamic`: margin_multiplier x the worst loss of book + hedge over a spot x vol stress grid, so
+hedges and offsetting options count; that margin is held in cash, cash may go negative
+(borrowing, at borrow_rate) and liquidation starts above liquidation_threshold x NAV.
+
+Both modes fill trades up to max_utilisation x NAV, and liquidate back to it.
 """
 
 import math
 
 from numba import njit
 
-from backtest.kernel.book import change_position
+from backtest.kernel import slippage
+from backtest.kernel.book import change_position, exposure
 from backtest.kernel.bs import bs_price
-from backtest.kernel.instrument import trade_underlying
+from backtest.kernel.instrument import cash_paid, trade_underlying
 from backtest.kernel.types import (
     COLLATERAL,
+    INSTRUMENT,
     LIQUIDATION,
     N_SCENARIOS,
     SPOT_SHOCKS,
@@ -23,37 +35,32 @@ from backtest.kernel.types import (
 from backtest.kernel.valuation import NS_PER_YEAR
 
 DYNAMIC = COLLATERAL["dynamic"]
-BISECTIONS = 50
+PERP = INSTRUMENT["perp"]
+BISECTIONS = 60
 DUST = 1e-9  # a fill smaller than this (contracts) is rounding left by the cap arithmetic
+TOL = 1e-9  # relative to NAV: shortfalls below it are rounding, not a breach
+MAX_HEDGE_FILLS = 64  # a thin venue may need several fills to unwind the hedge
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+PRO_RATA = -3  # the candidate "a slice of every position"
+
+
+# --- full collateral --------------------------------------------------------------------------
 
 
 @njit(cache=True)
-def full_requirement(qty, kind, strike, spot, mark):
-    """Full-collateral requirement of one series position."""
-    if qty < 0.0:
-        return -qty * (spot if kind > 0 else strike)
-    return qty * mark
+def full_locks(short_calls, short_put_strikes, long_value, units, s, perp):
+    """(requirement, locked cash) of a book with these exposures and hedge at spot s."""
+    long_units = max(units, 0.0)
+    short_units = max(-units, 0.0)
+    if perp:
+        locked = max(short_calls, long_units) * s + short_put_strikes + short_units * s
+        return locked + long_value, locked
+    covered = min(long_units, short_calls)
+    locked = (short_calls - covered) * s + short_put_strikes + short_units * s
+    return short_calls * s + short_put_strikes + short_units * s + long_value, locked
 
 
-@njit(cache=True)
-def full_fill(q0, direction, size, kind, strike, spot, mark, budget):
-    """Largest x in [0, size] with full_requirement(q0 + direction*x) <= budget.
-
-    The requirement is convex and piecewise linear in x (falls towards zero, then rises), so the
-    answer is closed-form. budget >= the current requirement, so x = 0 always fits.
-    """
-    short_cost = spot if kind > 0 else strike
-    x = 0.0
-    base = full_requirement(q0, kind, strike, spot, mark)
-    if q0 * direction < 0.0:  # first unwinds the position: always fits
-        x = min(abs(q0), size)
-        if x == size:
-            return size
-        base = 0.0
-    slope = mark if direction > 0 else short_cost
-    if slope <= 0.0:
-        return size
-    return min(size, x + max(budget - base, 0.0) / slope)
+# --- dynamic collateral -----------------------------------------------------------------------
 
 
 @njit(cache=True)
@@ -82,218 +89,505 @@ def hedge_scenario_pnl(out, units, spot, pool):
 
 
 @njit(cache=True)
-def dynamic_requirement(scenario_pnl, extra, x, pool):
-    """margin_multiplier x worst loss when a trade adds x * extra[s] to each scenario's PnL."""
+def dynamic_after(book, i, dq, mark, dunits, s_t, pool):
+    """margin_multiplier x the worst scenario loss after series i moves by dq contracts (i < 0:
+    none) and the hedge by dunits."""
     worst = 0.0
     for s in range(N_SCENARIOS):
-        loss = -(scenario_pnl[s] + x * extra[s])
-        if loss > worst:
-            worst = loss
+        pnl = book.scen_pnl[s] + dunits * s_t * spot_shock(s, pool)
+        if i >= 0:
+            pnl += dq * (book.scen[i, s] - mark)
+        if -pnl > worst:
+            worst = -pnl
     return pool.margin_multiplier * worst
 
 
+# --- the state of the collateral --------------------------------------------------------------
+
+
 @njit(cache=True)
-def dynamic_fill(scenario_pnl, extra, size, budget, pool):
-    """Largest x in [0, size] whose requirement fits the budget (convex in x, so bisection)."""
-    if dynamic_requirement(scenario_pnl, extra, size, pool) <= budget:
+def update(book, acct, s_t, pool, hedge):
+    """Requirement and locked cash from the book's current exposures (or scenario PnLs)."""
+    if pool.collateral == DYNAMIC:
+        acct.requirement = dynamic_after(book, -1, 0.0, 0.0, 0.0, s_t, pool)
+        acct.locked_cash = acct.requirement
+    else:
+        acct.requirement, acct.locked_cash = full_locks(
+            acct.short_calls,
+            acct.short_put_strikes,
+            acct.long_value,
+            acct.units,
+            s_t,
+            hedge.instrument == PERP,
+        )
+
+
+# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+@njit(cache=True, inline="always")
+def refresh(t, mk, ser, book, acct, pool, hedge):
+    """The collateral at tick t from scratch (re-pricing every stress scenario, if dynamic)."""
+    s_t = mk.spot[t]
+    if pool.collateral == DYNAMIC:
+        book.scen_pnl[:] = 0.0
+        hedge_scenario_pnl(book.scen_pnl, acct.units, s_t, pool)
+        for j in range(acct.n_live):
+            i = book.live[j]
+            tau = (ser.expiry[i] - mk.ts[t]) / NS_PER_YEAR
+            scenario_prices(
+                book.scen[i], ser.kind[i], s_t, ser.strike[i], tau, book.sigma[i], mk.rate[t], pool
+            )
+            for s in range(N_SCENARIOS):
+                book.scen_pnl[s] += book.qty[i] * (book.scen[i, s] - book.price[i])
+    update(book, acct, s_t, pool, hedge)
+
+
+@njit(cache=True)
+def debt(cash, units, s_t, hedge):
+    """What the pool has borrowed: negative cash, and short spot units at their value."""
+    borrowed_units = 0.0 if hedge.instrument == PERP else max(-units, 0.0)
+    return max(-cash, 0.0) + borrowed_units * s_t
+
+
+@njit(cache=True)
+def leverage(acct, s_t, hedge):
+    """(NAV + debt) / NAV: 1 when nothing is borrowed."""
+    if acct.nav <= 0.0:
+        return math.inf
+    return (acct.nav + debt(acct.cash, acct.units, s_t, hedge)) / acct.nav
+
+
+@njit(cache=True)
+def over_leverage(acct, s_t, pool, hedge):
+    return leverage(acct, s_t, hedge) >= pool.max_leverage * (1.0 - TOL)
+
+
+@njit(cache=True)
+def shortfall(requirement, locked, cash, nav, reserve, cap, pool):
+    """How far a state is from fitting (<= 0: it fits) with `reserve` of cash about to be paid
+    out: the requirement above cap x what NAV is left, and (full) the cash missing to keep free
+    cash at zero."""
+    over = requirement - cap * (nav - reserve)
+    if pool.collateral == DYNAMIC:
+        return over
+    return max(over, reserve - (cash - locked))
+
+
+@njit(cache=True)
+def gap(acct, pool):
+    """What the pool lacks at the end of the tick: (full) requirement above NAV or free cash
+    below zero, (dynamic) requirement above liquidation_threshold x NAV; 0 when it holds."""
+    if pool.collateral == DYNAMIC:
+        lack = acct.requirement - pool.liquidation_threshold * max(acct.nav, 0.0)
+    else:
+        lack = max(acct.requirement - acct.nav, acct.locked_cash - acct.cash)
+    return lack if lack > TOL * max(abs(acct.nav), 1.0) else 0.0
+
+
+# --- trades -----------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _full_after(acct, q0, dq, kind, strike, mark, s_t, perp):
+    """(requirement, locked cash, cash) after the pool trades dq contracts of one series at its
+    mark (fees aside: they only add cash)."""
+    c0, p0, l0 = exposure(q0, kind, strike, mark)
+    c1, p1, l1 = exposure(q0 + dq, kind, strike, mark)
+    req, locked = full_locks(
+        acct.short_calls - c0 + c1,
+        acct.short_put_strikes - p0 + p1,
+        acct.long_value - l0 + l1,
+        acct.units,
+        s_t,
+        perp,
+    )
+    return req, locked, acct.cash - dq * mark
+
+
+@njit(cache=True)
+def _full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge):
+    """Largest x in [0, size] that keeps both the requirement within max_utilisation x NAV and
+    free cash at or above zero (or no worse than now, for a pool already beyond them).
+
+    Both are convex and piecewise linear in x, with kinks where the position crosses zero and
+    where the short calls pass the long hedge units: evaluated at those points, the answer is
+    a linear interpolation, exact to rounding."""
+    perp = hedge.instrument == PERP
+    q0, kind, strike, mark = book.qty[i], ser.kind[i], ser.strike[i], book.price[i]
+    cap = pool.max_utilisation * acct.nav
+    bound = max(acct.requirement - cap, acct.locked_cash - acct.cash, 0.0)
+    kink_zero = -q0 / direction
+    others = acct.short_calls - exposure(q0, kind, strike, mark)[0]
+    kink_cover = (-(max(acct.units, 0.0) - others) - q0) / direction if kind > 0 else -1.0
+    a, b = min(kink_zero, kink_cover), max(kink_zero, kink_cover)
+    best = size
+    prev_x, prev_r, prev_f = 0.0, acct.requirement - cap, acct.locked_cash - acct.cash
+    for x in (a, b, size):
+        if x <= prev_x or x > size:
+            continue
+        req, locked, cash = _full_after(acct, q0, direction * x, kind, strike, mark, s_t, perp)
+        r, f = req - cap, locked - cash
+        for g, g0 in ((r, prev_r), (f, prev_f)):
+            if g > bound * (1.0 + 1e-12) + 1e-9:
+                best = min(best, prev_x + (bound - g0) * (x - prev_x) / (g - g0))
+        if best < size:
+            return max(best, 0.0)
+        prev_x, prev_r, prev_f = x, r, f
+    return size
+
+
+@njit(cache=True)
+def _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool):
+    """Largest x in [0, size] whose requirement fits max_utilisation x NAV (or the current
+    requirement, if already above it): convex in x, so bisection."""
+    s_t, mark = mk.spot[t], book.price[i]
+    tau = (ser.expiry[i] - mk.ts[t]) / NS_PER_YEAR
+    scenario_prices(
+        book.scen[i], ser.kind[i], s_t, ser.strike[i], tau, book.sigma[i], mk.rate[t], pool
+    )
+    budget = max(pool.max_utilisation * acct.nav, acct.requirement)
+    if dynamic_after(book, i, direction * size, mark, 0.0, s_t, pool) <= budget:
         return size
     lo, hi = 0.0, size
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        if dynamic_requirement(scenario_pnl, extra, mid, pool) <= budget:
+        if dynamic_after(book, i, direction * mid, mark, 0.0, s_t, pool) <= budget:
             lo = mid
         else:
             hi = mid
     return lo
 
 
-# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
-@njit(cache=True, inline="always")
-def book_requirement(t, mk, ser, book, acct, pool):
-    """The book's requirement at tick t, from scratch (and the scenario PnLs, if dynamic)."""
-    s_t = mk.spot[t]
-    dynamic = pool.collateral == DYNAMIC
-    requirement = 0.0
-    if dynamic:
-        book.scen_pnl[:] = 0.0
-        hedge_scenario_pnl(book.scen_pnl, acct.units, s_t, pool)
-    for j in range(acct.n_live):
-        i = book.live[j]
-        q = book.qty[i]
-        if dynamic:
-            tau = (ser.expiry[i] - mk.ts[t]) / NS_PER_YEAR
-            scenario_prices(
-                book.scen[i], ser.kind[i], s_t, ser.strike[i], tau, book.sigma[i], mk.rate[t], pool
-            )
-            for s in range(N_SCENARIOS):
-                book.scen_pnl[s] += q * (book.scen[i, s] - book.price[i])
-        else:
-            requirement += full_requirement(q, ser.kind[i], ser.strike[i], s_t, book.price[i])
-    if dynamic:
-        requirement = dynamic_requirement(book.scen_pnl, book.scratch, 0.0, pool)
-    acct.requirement = requirement
-
-
 @njit(cache=True)
-def fill_size(i, t, mk, ser, book, acct, direction, size, pool):
-    """How much of a trade fits under max_utilisation x NAV (or the current requirement, if the
-    pool is already above it: risk-reducing trades always fit). Less than DUST is rounding left
-    by the cap arithmetic, not a fill."""
-    s_t = mk.spot[t]
-    mark = book.price[i]
-    budget = max(pool.max_utilisation * acct.nav, acct.requirement)
+def fill_size(t, mk, ser, book, acct, i, direction, size, pool, hedge):
+    """How much of a flow trade fits. Less than DUST is rounding, not a fill."""
     if pool.collateral == DYNAMIC:
-        tau = (ser.expiry[i] - mk.ts[t]) / NS_PER_YEAR
-        scenario_prices(
-            book.scen[i], ser.kind[i], s_t, ser.strike[i], tau, book.sigma[i], mk.rate[t], pool
-        )
-        for s in range(N_SCENARIOS):
-            book.scratch[s] = direction * (book.scen[i, s] - mark)
-        filled = dynamic_fill(book.scen_pnl, book.scratch, size, budget, pool)
+        filled = _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool)
     else:
-        before = full_requirement(book.qty[i], ser.kind[i], ser.strike[i], s_t, mark)
-        others = acct.requirement - before
-        filled = full_fill(
-            book.qty[i], direction, size, ser.kind[i], ser.strike[i], s_t, mark, budget - others
-        )
+        filled = _full_fill(acct, book, ser, i, direction, size, mk.spot[t], pool, hedge)
     return filled if filled >= DUST else 0.0
 
 
 @njit(cache=True)
-def trade_position(book, acct, ser, i, dq, filled, s_t, pool):
-    """Fill a flow trade of dq contracts (|dq| = filled) at the series' mark; the requirement
-    follows (in dynamic mode the trade's scenario PnLs are in book.scratch, from fill_size)."""
+def trade_position(book, acct, ser, i, dq, s_t, pool, hedge):
+    """Book a flow fill of dq contracts of series i; the requirement follows (in dynamic mode
+    from the scenario prices fill_size just computed)."""
     mark = book.price[i]
     if pool.collateral == DYNAMIC:
         for s in range(N_SCENARIOS):
-            book.scen_pnl[s] += filled * book.scratch[s]
-    else:
-        acct.requirement -= full_requirement(book.qty[i], ser.kind[i], ser.strike[i], s_t, mark)
-    change_position(book, acct, i, dq, mark)
+            book.scen_pnl[s] += dq * (book.scen[i, s] - mark)
+    change_position(book, acct, ser, i, dq, mark)
+    update(book, acct, s_t, pool, hedge)
+
+
+# --- hedges -----------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _hedge_state(acct, x, s_t, iv, hedge, slip):
+    """(requirement, locked cash, cash, NAV, debt) after a hedge trade of x units (full-mode
+    locks; the caller ignores them in dynamic mode)."""
+    filled, _, slip_cost, gas, mev = slippage.execute(x, s_t, iv, slip)
+    cost = slip_cost + gas + mev
+    cash = acct.cash - cash_paid(filled, s_t, cost, hedge)
+    units = acct.units + filled
+    req, locked = full_locks(
+        acct.short_calls,
+        acct.short_put_strikes,
+        acct.long_value,
+        units,
+        s_t,
+        hedge.instrument == PERP,
+    )
+    return req, locked, cash, acct.nav - cost, debt(cash, units, s_t, hedge)
+
+
+@njit(cache=True)
+def _hedge_excess(acct, x, s_t, iv, pool, hedge, slip):
+    """How far a hedge of x units takes the pool past what hedges may use: (full) requirement
+    above NAV or free cash below zero, (dynamic) leverage above max_leverage, as USD."""
+    req, locked, cash, nav, owed = _hedge_state(acct, x, s_t, iv, hedge, slip)
     if pool.collateral == DYNAMIC:
-        acct.requirement = dynamic_requirement(book.scen_pnl, book.scratch, 0.0, pool)
-    else:
-        acct.requirement += full_requirement(book.qty[i], ser.kind[i], ser.strike[i], s_t, mark)
+        return nav + owed - pool.max_leverage * nav
+    return max(req - nav, locked - cash)
 
 
 @njit(cache=True)
-def after_hedge(book, acct, filled, s_t, pool):
-    """A hedge fill moves the dynamic requirement (full collateral ignores the hedge)."""
-    if pool.collateral == DYNAMIC:
-        hedge_scenario_pnl(book.scen_pnl, filled, s_t, pool)
-        acct.requirement = dynamic_requirement(book.scen_pnl, book.scratch, 0.0, pool)
-
-
-@njit(cache=True)
-def freed_per_unit(q, kind, strike, spot, mark):
-    """Full collateral a position frees per contract closed: spot/strike for a short, its mark
-    for a long."""
-    if q < 0.0:
-        return spot if kind > 0 else strike
-    return mark
-
-
-@njit(cache=True)
-def fits(requirement, scen_pnl, extra, x, freed, cost, nav, dynamic, pool):
-    """Does closing x units (freeing `freed` each in full mode, paying `cost` each) bring the
-    requirement within max_utilisation x NAV?"""
-    after = dynamic_requirement(scen_pnl, extra, x, pool) if dynamic else requirement - x * freed
-    return after <= pool.max_utilisation * (nav - x * cost)
-
-
-@njit(cache=True)
-def least_that_fits(requirement, scen_pnl, extra, size, freed, cost, nav, dynamic, pool):
-    """The least x in [0, size] that fits, or size when even all of it does not."""
-    if not fits(requirement, scen_pnl, extra, size, freed, cost, nav, dynamic, pool):
-        return size
-    lo, hi = 0.0, size
+def hedge_room(order, t, mk, acct, pool, hedge, slip):
+    """The part of a hedge order the collateral rule allows: a full-collateral pool never draws
+    free cash below zero nor its requirement above NAV; a dynamic one never borrows beyond
+    max_leverage. The order is cut, not refused, and never below what the pool already has."""
+    if pool.collateral == DYNAMIC and not pool.max_leverage < math.inf:
+        return order
+    s_t, iv = mk.spot[t], mk.iv[t]
+    bound = max(_hedge_excess(acct, 0.0, s_t, iv, pool, hedge, slip), 0.0)
+    if _hedge_excess(acct, order, s_t, iv, pool, hedge, slip) <= bound:
+        return order
+    lo, hi = 0.0, 1.0
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        if fits(requirement, scen_pnl, extra, mid, freed, cost, nav, dynamic, pool):
-            hi = mid
-        else:
+        if _hedge_excess(acct, mid * order, s_t, iv, pool, hedge, slip) <= bound:
             lo = mid
-    return hi
+        else:
+            hi = mid
+    return lo * order
 
 
 @njit(cache=True)
-def riskiest(s_t, ser, book, acct, pool):
-    """(series, its risk) of the position that weighs most: the largest collateral user (full)
-    or the largest loss in the scenario that sets the requirement (dynamic). -1 if none; the
-    hedge's own risk is returned alongside (dynamic only)."""
-    dynamic = pool.collateral == DYNAMIC
-    worst = 0
-    for s in range(N_SCENARIOS):
-        if book.scen_pnl[s] < book.scen_pnl[worst]:
-            worst = s
-    pick = -1
-    pick_risk = 0.0
+def after_hedge(book, acct, filled, s_t, pool, hedge):
+    """A hedge fill moves the requirement: the stress PnLs (dynamic) or the locks (full)."""
+    if pool.collateral == DYNAMIC:
+        hedge_scenario_pnl(book.scen_pnl, filled, s_t, pool)
+    update(book, acct, s_t, pool, hedge)
+
+
+# --- liquidation ------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _record_close(closes, acct, ts, i, qty, mark, penalty, reason):
+    if acct.n_closes < closes.shape[0]:
+        rec = closes[acct.n_closes]
+        rec.ts = ts
+        rec.series = i
+        rec.qty = qty
+        rec.mark = mark
+        rec.penalty = penalty
+        rec.reason = reason - LIQUIDATION
+    acct.n_closes += 1
+
+
+@njit(cache=True)
+def close_option(t, mk, ser, book, acct, row, records, i, x, reason, pool, hedge):
+    """Close x contracts of series i at its mark plus liquidation_penalty (buy back a short,
+    sell a long); the penalty is pnl_liquidation."""
+    s_t, mark = mk.spot[t], book.price[i]
+    direction = 1.0 if book.qty[i] < 0.0 else -1.0
+    penalty = x * mark * pool.liquidation_penalty
+    if pool.collateral == DYNAMIC:
+        for s in range(N_SCENARIOS):
+            book.scen_pnl[s] += direction * x * (book.scen[i, s] - mark)
+    acct.cash -= direction * x * mark + penalty
+    change_position(book, acct, ser, i, direction * x, mark)
+    acct.nav -= penalty
+    row.pnl_liquidation -= penalty
+    records.series[i].pnl_liquidation -= penalty
+    records.series[i].volume += x
+    _record_close(records.closes, acct, mk.ts[t], i, direction * x, mark, penalty, reason)
+    update(book, acct, s_t, pool, hedge)
+
+
+@njit(cache=True)
+def unwind_hedge(t, mk, book, acct, row, records, x, reason, pool, hedge, slip):
+    """Trade x units of the hedge back towards zero through the slippage model."""
+    filled = trade_underlying(
+        t, mk, -math.copysign(x, acct.units), reason, acct, row, records.hedges, hedge, slip
+    )
+    after_hedge(book, acct, filled, mk.spot[t], pool, hedge)
+    return filled
+
+
+@njit(cache=True)
+def _paired_units(book, acct, i, dq, paired):
+    """The hedge trade that goes with closing dq contracts of series i: none, or (paired) the
+    delta the contracts carried, towards zero and no further than the hedge goes. A covered
+    pair (a short call and the long unit that covers it) frees collateral only together."""
+    if not paired or acct.units == 0.0:
+        return 0.0
+    dunits = -dq * book.delta[i]
+    if dunits * acct.units >= 0.0:
+        return 0.0
+    return math.copysign(min(abs(dunits), abs(acct.units)), dunits)
+
+
+@njit(cache=True)
+def _shortfall_after(i, x, paired, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip):
+    """The shortfall after closing x contracts of series i (with its paired hedge), or x units
+    of the hedge alone (i < 0)."""
+    s_t, iv = mk.spot[t], mk.iv[t]
+    if i >= 0:
+        q0, mark = book.qty[i], book.price[i]
+        dq = x if q0 < 0.0 else -x
+        penalty = x * mark * pool.liquidation_penalty
+        dunits = _paired_units(book, acct, i, dq, paired)
+    else:
+        q0, mark, dq, penalty = 0.0, 0.0, 0.0, 0.0
+        dunits = -math.copysign(x, acct.units)
+    filled, _, slip_cost, gas, mev = slippage.execute(dunits, s_t, iv, slip)
+    cost = slip_cost + gas + mev
+    cash = acct.cash - dq * mark - penalty - cash_paid(filled, s_t, cost, hedge)
+    nav = acct.nav - penalty - cost
+    if pool.collateral == DYNAMIC:
+        req = dynamic_after(book, i, dq, mark, filled, s_t, pool)
+        return shortfall(req, req, cash, nav, reserve, cap, pool)
+    calls, strikes, longs = acct.short_calls, acct.short_put_strikes, acct.long_value
+    if i >= 0:
+        c0, p0, l0 = exposure(q0, ser.kind[i], ser.strike[i], mark)
+        c1, p1, l1 = exposure(q0 + dq, ser.kind[i], ser.strike[i], mark)
+        calls, strikes, longs = calls - c0 + c1, strikes - p0 + p1, longs - l0 + l1
+    req, locked = full_locks(
+        calls, strikes, longs, acct.units + filled, s_t, hedge.instrument == PERP
+    )
+    return shortfall(req, locked, cash, nav, reserve, cap, pool)
+
+
+@njit(cache=True)
+def _shortfall_pro_rata(f, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip):
+    """The shortfall after closing the same fraction f of every position and of the hedge.
+    Requirement and locks are homogeneous in the positions, so they shrink by (1 - f)."""
+    s_t = mk.spot[t]
+    gross = 0.0
     for j in range(acct.n_live):
         i = book.live[j]
-        q = book.qty[i]
-        if dynamic:
-            risk = -q * (book.scen[i, worst] - book.price[i])
-        else:
-            risk = abs(q) * freed_per_unit(q, ser.kind[i], ser.strike[i], s_t, book.price[i])
-        if risk > pick_risk:
-            pick_risk = risk
-            pick = i
-    hedge_risk = -acct.units * s_t * spot_shock(worst, pool) if dynamic else 0.0
-    return pick, pick_risk, hedge_risk
+        gross += abs(book.qty[i]) * book.price[i]
+    penalty = f * gross * pool.liquidation_penalty
+    filled, _, slip_cost, gas, mev = slippage.execute(-f * acct.units, s_t, mk.iv[t], slip)
+    cost = slip_cost + gas + mev
+    cash = acct.cash + f * acct.book_value - penalty - cash_paid(filled, s_t, cost, hedge)
+    req, locked = (1.0 - f) * acct.requirement, (1.0 - f) * acct.locked_cash
+    return shortfall(req, locked, cash, acct.nav - penalty - cost, reserve, cap, pool)
 
 
 @njit(cache=True)
-def shrink(t, mk, ser, book, acct, row, records, reserve, pool, hedge, slip):
-    """Close positions, riskiest first, until the requirement fits max_utilisation x (NAV -
-    reserve). Options close at their mark plus liquidation_penalty (buy back shorts, sell
-    longs); in dynamic mode the hedge is a candidate too and unwinds through the slippage model
-    (a hedge with reason 'liquidation')."""
-    s_t = mk.spot[t]
-    dynamic = pool.collateral == DYNAMIC
-    scen_pnl, extra = book.scen_pnl, book.scratch
-    hedge_unwound = False  # at most once per call
-    for _ in range(acct.n_live + 2):
-        nav = acct.nav - reserve
-        if nav <= 0.0 or acct.requirement <= pool.max_utilisation * nav:
-            return
-        pick, pick_risk, hedge_risk = riskiest(s_t, ser, book, acct, pool)
-        if hedge_risk > pick_risk and not hedge_unwound:
-            hedge_unwound = True
-            units = acct.units
-            for s in range(N_SCENARIOS):
-                extra[s] = -math.copysign(1.0, units) * s_t * spot_shock(s, pool)
-            x = least_that_fits(
-                acct.requirement, scen_pnl, extra, abs(units), 0.0, 0.0, nav, True, pool
-            )
-            extra[:] = 0.0
-            filled = trade_underlying(
-                t, mk, -math.copysign(x, units), LIQUIDATION, acct, row, records.hedges, hedge, slip
-            )
-            after_hedge(book, acct, filled, s_t, pool)
-            continue
-        if pick < 0:
-            return
-        mark = book.price[pick]
-        direction = 1.0 if book.qty[pick] < 0.0 else -1.0  # buy back a short, sell a long
-        freed = freed_per_unit(book.qty[pick], ser.kind[pick], ser.strike[pick], s_t, mark)
-        if dynamic:
-            for s in range(N_SCENARIOS):
-                extra[s] = direction * (book.scen[pick, s] - mark)
-        cost = mark * pool.liquidation_penalty
-        x = least_that_fits(
-            acct.requirement, scen_pnl, extra, abs(book.qty[pick]), freed, cost, nav, dynamic, pool
-        )
-        penalty = x * cost
-        acct.cash -= direction * x * mark + penalty
-        change_position(book, acct, pick, direction * x, mark)
-        if dynamic:
-            for s in range(N_SCENARIOS):
-                scen_pnl[s] += x * extra[s]
-            extra[:] = 0.0
-            acct.requirement = dynamic_requirement(scen_pnl, extra, 0.0, pool)
+def _close_amount(i, size, paired, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip):
+    """How much of a candidate to close: the least amount that ends the shortfall, or, when no
+    amount does, the one that minimises it (the shortfall is convex in the amount, so closing
+    everything could make it worse)."""
+    args = (t, mk, ser, book, acct, reserve, cap, pool, hedge, slip)
+    if _after(i, size, paired, args) <= 0.0:
+        lo, hi = 0.0, size
+        for _ in range(BISECTIONS):
+            mid = 0.5 * (lo + hi)
+            if _after(i, mid, paired, args) <= 0.0:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+    lo, hi = 0.0, size
+    for _ in range(BISECTIONS):
+        a = hi - GOLDEN * (hi - lo)
+        b = lo + GOLDEN * (hi - lo)
+        if _after(i, a, paired, args) <= _after(i, b, paired, args):
+            hi = b
         else:
-            acct.requirement -= x * freed
-        acct.nav -= penalty
-        row.pnl_liquidation -= penalty
-        records.series[pick].pnl_liquidation -= penalty
-        records.series[pick].volume += x
+            lo = a
+    return 0.5 * (lo + hi)
+
+
+@njit(cache=True)
+def _after(i, x, paired, args):
+    """The shortfall after a candidate close: series i (paired or not), the hedge (i = -1), or
+    every position pro rata (i = -3, x the fraction)."""
+    if i == PRO_RATA:
+        return _shortfall_pro_rata(x, *args)
+    return _shortfall_after(i, x, paired, *args)
+
+
+@njit(cache=True)
+def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hedge, slip):
+    """Close positions until the requirement fits cap x NAV (and, full, free cash stays at or
+    above zero) with `reserve` set aside for a payout.
+
+    Greedy: each round closes the candidate that cuts the shortfall most, by the least amount
+    that ends it or, if none does, by the amount that minimises it. The candidates: each option
+    series alone or with the hedge it carried (a covered call frees its unit only with it),
+    scored by closing it whole; and the hedge alone, whose shortfall is V-shaped in the amount
+    (a stale hedge is one risk, no hedge another), scored at its best amount. When no single
+    close helps (the legs of a spread offset each other), a slice of every position is closed.
+    It stops when nothing helps: the gap the record reports. `reason` (LIQUIDATION or
+    WITHDRAWAL) labels the closes and hedge fills.
+    """
+    args = (t, mk, ser, book, acct, reserve, cap, pool, hedge, slip)
+    for _ in range(2 * acct.n_live + MAX_HEDGE_FILLS + 1):
+        now = shortfall(acct.requirement, acct.locked_cash, acct.cash, acct.nav, reserve, cap, pool)
+        tol = TOL * max(acct.nav, 1.0)
+        if now <= tol:
+            return
+        best, best_paired, best_g, best_x = -2, False, now - tol, 0.0  # must help, not round
+        for j in range(acct.n_live):
+            i = book.live[j]
+            size = abs(book.qty[i])
+            for paired in (False, True):
+                g = _shortfall_after(i, size, paired, *args)
+                if g < best_g:
+                    best, best_paired, best_g, best_x = i, paired, g, size
+        if abs(acct.units) > DUST:
+            x = _close_amount(-1, abs(acct.units), False, *args)
+            g = _shortfall_after(-1, x, False, *args)
+            if g < best_g:
+                best, best_paired, best_g, best_x = -1, False, g, x
+        if best == -2:  # no single close helps (a spread, say): close a slice of everything
+            f = _close_amount(PRO_RATA, 1.0, False, *args)
+            if _after(PRO_RATA, f, False, args) >= now - tol or f <= DUST:
+                return
+            close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge, slip)
+            continue
+        if best_x <= DUST:
+            return
+        if best < 0:
+            if (
+                unwind_hedge(t, mk, book, acct, row, records, best_x, reason, pool, hedge, slip)
+                == 0
+            ):
+                return
+            continue
+        x = _close_amount(best, best_x, best_paired, *args)
+        if x <= DUST:
+            return
+        dq = x if book.qty[best] < 0.0 else -x
+        dunits = _paired_units(book, acct, best, dq, best_paired)
+        close_option(t, mk, ser, book, acct, row, records, best, x, reason, pool, hedge)
+        if dunits != 0.0:
+            unwind_hedge(t, mk, book, acct, row, records, abs(dunits), reason, pool, hedge, slip)
+
+
+@njit(cache=True)
+def close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge, slip):
+    """Close the fraction f of every option position and of the hedge."""
+    j = acct.n_live - 1
+    while j >= 0:  # backwards: a position closed whole leaves the live list
+        i = book.live[j]
+        close_option(
+            t, mk, ser, book, acct, row, records, i, f * abs(book.qty[i]), reason, pool, hedge
+        )
+        j -= 1
+    if acct.units != 0.0:
+        unwind_hedge(
+            t, mk, book, acct, row, records, f * abs(acct.units), reason, pool, hedge, slip
+        )
+
+
+@njit(cache=True)
+def close_all(t, mk, ser, book, acct, row, records, reason, pool, hedge, slip):
+    """Close every option and unwind the hedge (the last LP leaving)."""
+    while acct.n_live > 0:
+        i = book.live[acct.n_live - 1]
+        close_option(t, mk, ser, book, acct, row, records, i, abs(book.qty[i]), reason, pool, hedge)
+    for _ in range(MAX_HEDGE_FILLS):
+        if acct.units == 0.0:
+            return
+        if (
+            unwind_hedge(
+                t, mk, book, acct, row, records, abs(acct.units), reason, pool, hedge, slip
+            )
+            == 0.0
+        ):
+            return
+
+
+# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+@njit(cache=True, inline="always")
+def liquidate(t, mk, ser, book, acct, row, records, pool, hedge, slip):
+    """Step 6, risk: a pool the market pushed beyond its collateral (gap > 0) liquidates back to
+    max_utilisation in the same tick."""
+    if acct.nav > 0.0 and gap(acct, pool) > 0.0:
+        cap = pool.max_utilisation
+        shrink(t, mk, ser, book, acct, row, records, 0.0, cap, LIQUIDATION, pool, hedge, slip)
+
+
+@njit(cache=True)
+def exit_cap(pool):
+    """The utilisation a withdrawal must leave the pool within: what needs no liquidation
+    afterwards (NAV itself with full collateral, the liquidation threshold with dynamic). It
+    closes only what the payout forces; max_utilisation then keeps new flow out until the pool
+    is back under it."""
+    return pool.liquidation_threshold if pool.collateral == DYNAMIC else 1.0

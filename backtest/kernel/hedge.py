@@ -68,7 +68,11 @@ def capped(order, hedge_after_pending, spot, hedge):
 # inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
 @njit(cache=True, inline="always")
 def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
-    """Fill what was decided `latency` ticks ago at this tick's price, then decide."""
+    """Fill what was decided `latency` ticks ago at this tick's price, then decide. A pool its
+    LPs have left trades no more: its orders in flight are cancelled."""
+    if acct.shares <= 0.0:
+        pending.qty[:] = 0.0
+        return
     s_t = mk.spot[t]
     slots = pending.qty.shape[0]
     slot = t % slots
@@ -93,5 +97,7 @@ def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
         pending.qty[later] += decided
         pending.reason[later] = hedge.policy
     if order != 0.0:
+        order = collateral.hedge_room(order, t, mk, acct, pool, hedge, slip)
+    if order != 0.0:
         filled = trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip)
-        collateral.after_hedge(book, acct, filled, s_t, pool)
+        collateral.after_hedge(book, acct, filled, s_t, pool, hedge)

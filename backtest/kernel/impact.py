@@ -1,19 +1,37 @@
 """Inventory impact: trades move the implied vol of their expiry (and strike), which decays back
-to the market with a half-life."""
+to the market with a half-life.
+
+Valuations read a snapshot taken at the start of each tick, so every fill of a tick is priced
+off the same vols whatever its place in the tick; each fill pays for its own move instead
+(valuation.fill_price), and its move reaches everybody's marks from the next tick.
+"""
 
 from numba import njit
 
 NS_PER_HOUR = 3_600.0 * 1e9
 
 
+@njit(cache=True)
+def impact_on(pricing):
+    return pricing.iv_impact > 0.0 or pricing.skew_impact > 0.0
+
+
 # inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
 @njit(cache=True, inline="always")
-def decay(impact, elapsed_ns, pricing):
-    """Let the impact of earlier trades decay over elapsed_ns."""
-    if pricing.iv_impact > 0.0 or pricing.skew_impact > 0.0:
+def begin_tick(impact, elapsed_ns, pricing):
+    """Decay the impact of earlier trades over elapsed_ns and take the tick's snapshot."""
+    if impact_on(pricing):
         factor = 0.5 ** (elapsed_ns / NS_PER_HOUR / pricing.impact_half_life)
         impact.expiry[:] *= factor
         impact.strike[:] *= factor
+        impact.expiry_snap[:] = impact.expiry
+        impact.strike_snap[:] = impact.strike
+
+
+@njit(cache=True)
+def own_move(side, filled, pricing):
+    """The vol move a fill causes on its own series: its expiry's and its strike's."""
+    return side * filled / pricing.standard_size * (pricing.iv_impact + pricing.skew_impact)
 
 
 @njit(cache=True)

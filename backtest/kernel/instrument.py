@@ -1,6 +1,7 @@
-"""The hedge instrument: spot units bought and sold for cash, or perp contracts that tie up no
-cash, settle their move as variation margin and pay funding. Every hedge fill goes through
-`trade_underlying`, which prices it through the slippage model and records it."""
+"""The hedge instrument: spot units bought and sold for cash (a short is borrowed and pays
+borrow_fee), or perp contracts that tie up no cash, settle their move as variation margin and pay
+funding. Every hedge fill goes through `trade_underlying`, which prices it through the slippage
+model and records it."""
 
 from numba import njit
 
@@ -20,17 +21,24 @@ def mark_hedge(acct, row, ds, hedge):
 
 
 @njit(cache=True)
-def funding_paid(acct, spot_prev, funding_prev, dt, hedge):
-    """Perp funding over (t-1, t] at the rate and spot of t-1 (longs pay a positive rate)."""
+def hedge_carry(units, spot, funding, dt, hedge):
+    """What holding the hedge costs over dt at the rate and spot of its start: perp funding
+    (longs pay a positive rate), or the borrow fee of short spot units."""
     if hedge.instrument == PERP:
-        return -acct.units * spot_prev * funding_prev * dt
-    return 0.0
+        return -units * spot * funding * dt
+    return -hedge.borrow_fee * max(-units, 0.0) * spot * dt
 
 
 @njit(cache=True)
 def hedge_value(acct, s_t, hedge):
     """What the hedge adds to NAV: spot units at spot; a perp's value is already cash."""
     return 0.0 if hedge.instrument == PERP else acct.units * s_t
+
+
+@njit(cache=True)
+def cash_paid(filled, s_t, cost, hedge):
+    """Cash that trading `filled` units costs: their price (spot only) and the trading cost."""
+    return cost + (0.0 if hedge.instrument == PERP else filled * s_t)
 
 
 @njit(cache=True)
@@ -41,7 +49,7 @@ def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip):
     s_t = mk.spot[t]
     filled, price, slip_cost, gas, mev = slippage.execute(order, s_t, mk.iv[t], slip)
     cost = slip_cost + gas + mev
-    acct.cash -= cost + (0.0 if hedge.instrument == PERP else filled * s_t)
+    acct.cash -= cash_paid(filled, s_t, cost, hedge)
     acct.units += filled
     acct.nav -= cost
     row.pnl_hedge_cost -= cost

@@ -6,11 +6,12 @@ import math
 from numba import njit
 
 from backtest.kernel.book import book_theta
+from backtest.kernel.collateral import gap, leverage
 
 
 # inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
 @njit(cache=True, inline="always")
-def record(t, mk, book, acct, row):
+def record(t, mk, book, acct, row, pool, hedge):
     nav = acct.nav
     row.ts = mk.ts[t]
     row.spot = mk.spot[t]
@@ -25,6 +26,9 @@ def record(t, mk, book, acct, row):
     row.book_theta = book_theta(book, acct)
     row.collateral_required = acct.requirement
     row.utilisation = acct.requirement / nav if nav > 0.0 else math.inf
+    row.free_cash = acct.cash - acct.locked_cash
+    row.leverage = leverage(acct, mk.spot[t], hedge)
+    row.collateral_gap = gap(acct, pool)
     row.pnl_total = (
         row.pnl_delta
         + row.pnl_gamma
@@ -34,6 +38,7 @@ def record(t, mk, book, acct, row):
         + row.pnl_volga
         + row.pnl_residual
         + row.pnl_fees
+        + row.pnl_impact
         + row.pnl_hedge_cost
         + row.pnl_funding
         + row.pnl_interest

@@ -14,10 +14,11 @@ from backtest.kernel.impact import NS_PER_HOUR
 from backtest.kernel.types import (
     REJECT_HALTED,
     REJECT_INSOLVENT,
+    REJECT_LEVERAGE,
     REJECT_NONE,
     REJECT_UTILISATION,
 )
-from backtest.kernel.valuation import value_series
+from backtest.kernel.valuation import fill_price, value_series
 
 
 # inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
@@ -42,9 +43,10 @@ def circuit_breaker(t, mk, log_iv_sum, acct, pricing):
 
 # inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
 @njit(cache=True, inline="always")
-def trade(t, mk, ser, surf, imp, flow, book, acct, row, records, pool, pricing):
-    """Fill this tick's flow rows. Inventory impact from these fills moves marks from the next
-    tick on."""
+def trade(t, mk, ser, surf, imp, flow, book, acct, row, records, pool, pricing, hedge):
+    """Fill this tick's flow rows. Every row is priced off the tick's impact snapshot, plus the
+    vol move its own fill causes (impact.own_move), which it pays: `impact` in USD, booked as
+    pnl_impact. Its move reaches every mark from the next tick."""
     now, s_t, atm, r_t, snap = mk.ts[t], mk.spot[t], mk.iv[t], mk.rate[t], mk.snap[t]
     acct.traded = 0
     while acct.flow_at < flow.tick.shape[0] and flow.tick[acct.flow_at] == t:
@@ -68,29 +70,40 @@ def trade(t, mk, ser, surf, imp, flow, book, acct, row, records, pool, pricing):
         rec.mark = mark
         rec.vega = book.vega[i]
         filled = 0.0
-        if acct.insolvent == 1 or acct.nav <= 0.0:
+        if acct.insolvent == 1:
             rec.reject_reason = REJECT_INSOLVENT
         elif acct.halted == 1:
             rec.reject_reason = REJECT_HALTED
+        elif collateral.over_leverage(acct, s_t, pool, hedge):
+            rec.reject_reason = REJECT_LEVERAGE
         else:
-            filled = collateral.fill_size(i, t, mk, ser, book, acct, direction, size, pool)
+            filled = collateral.fill_size(t, mk, ser, book, acct, i, direction, size, pool, hedge)
             rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
         rec.filled = filled
         if filled <= 0.0:
             continue
         dq = direction * filled
-        fee, vega_fee = fee_for(
-            filled, side, mark, s_t, dq * book.vega[i], acct.book_vega, acct.nav, pricing
+        paid = mark
+        move = impact.own_move(side, filled, pricing) if impact.impact_on(pricing) else 0.0
+        if move != 0.0:
+            rec.iv, paid = fill_price(i, now, s_t, r_t, ser, book.sigma[i], move)
+        moved = side * filled * (paid - mark)
+        fee, fee_vega = fee_for(
+            filled, side, paid, s_t, dq * book.vega[i], acct.book_vega, acct.nav, pricing
         )
-        premium = side * filled * mark + fee
+        premium = side * filled * paid + fee
         acct.cash += premium
-        collateral.trade_position(book, acct, ser, i, dq, filled, s_t, pool)
-        acct.nav += fee
+        collateral.trade_position(book, acct, ser, i, dq, s_t, pool, hedge)
+        acct.nav += fee + moved
         row.pnl_fees += fee
+        row.pnl_impact += moved
         impact.add_fill(imp, ser, i, side, filled, pricing)
         records.series[i].volume += filled
         records.series[i].fees += fee
+        records.series[i].impact += moved
+        rec.mark = paid
         rec.fee = fee
-        rec.fee_vega = vega_fee
+        rec.fee_vega = fee_vega
+        rec.impact = moved
         rec.premium = premium
         acct.traded = 1

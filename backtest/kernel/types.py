@@ -19,12 +19,21 @@ INSTRUMENT = {"spot": 0, "perp": 1}
 REBALANCE = {"zero": 0, "edge": 1}
 
 # Why a flow row was not (fully) filled.
-REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker")
-REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED = range(4)
+REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker", "leverage")
+REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED, REJECT_LEVERAGE = range(5)
 
-# Why a hedge traded: the policy that decided it (codes shared with POLICY), or a liquidation.
-LIQUIDATION = len(POLICY)
-HEDGE_REASONS = {code: name for name, code in POLICY.items()} | {LIQUIDATION: "liquidation"}
+# Why the pool closed a position itself: to restore its collateral, or to pay a leaving LP.
+CLOSE_REASONS = ("liquidation", "withdrawal")
+LIQUIDATION, WITHDRAWAL = len(POLICY), len(POLICY) + 1
+# Why a hedge traded: the policy that decided it (codes shared with POLICY), or a forced close.
+HEDGE_REASONS = {code: name for name, code in POLICY.items()} | {
+    LIQUIDATION: "liquidation",
+    WITHDRAWAL: "withdrawal",
+}
+
+# What happened in an LP event.
+LP_EVENTS = ("deposit", "request", "withdrawal", "rejected")
+LP_DEPOSIT, LP_REQUEST, LP_WITHDRAWAL, LP_REJECTED = range(4)
 
 # PnL components, in the order of the steps record; their sum is pnl_total.
 PNL_COMPONENTS = (
@@ -36,6 +45,7 @@ PNL_COMPONENTS = (
     "pnl_volga",
     "pnl_residual",
     "pnl_fees",
+    "pnl_impact",
     "pnl_hedge_cost",
     "pnl_funding",
     "pnl_interest",
@@ -66,6 +76,9 @@ STEP_DTYPE = np.dtype(
         ("book_theta", np.float64),
         ("collateral_required", np.float64),
         ("utilisation", np.float64),
+        ("free_cash", np.float64),
+        ("leverage", np.float64),
+        ("collateral_gap", np.float64),
         *[(name, np.float64) for name in PNL_COMPONENTS],
         ("pnl_total", np.float64),
         ("lp_flow", np.float64),
@@ -91,6 +104,7 @@ TRADE_DTYPE = np.dtype(
         ("vega", np.float64),
         ("fee", np.float64),
         ("fee_vega", np.float64),
+        ("impact", np.float64),
         ("premium", np.float64),
     ]
 )
@@ -112,10 +126,39 @@ SERIES_DTYPE = np.dtype(
     [
         ("volume", np.float64),
         ("fees", np.float64),
+        ("impact", np.float64),
         *[(name, np.float64) for name in SERIES_COMPONENTS],
         ("pnl_liquidation", np.float64),
     ]
 )
+
+# An option position the pool closed itself (not a flow row): liquidation or an LP's exit.
+CLOSE_DTYPE = np.dtype(
+    [
+        ("ts", np.int64),
+        ("series", np.int64),
+        ("qty", np.float64),  # the pool's trade: + buys back a short, - sells a long
+        ("mark", np.float64),
+        ("penalty", np.float64),  # USD paid over the mark
+        ("reason", np.int8),  # index into CLOSE_REASONS
+    ]
+)
+
+# A deposit, a withdrawal request, a paid withdrawal, or a rejected row.
+LP_DTYPE = np.dtype(
+    [
+        ("ts", np.int64),
+        ("event", np.int8),  # index into LP_EVENTS
+        ("amount", np.float64),  # USD into the pool (a payout is negative)
+        ("shares", np.float64),  # minted (+) or burned (-); requested for a request
+        ("nav_per_share", np.float64),
+        ("unwind_cost", np.float64),  # what closing positions for this exit cost the leaver
+        ("fee", np.float64),  # withdrawal fee, kept by the LPs who stay
+    ]
+)
+
+# Variable-length outputs: the kernel counts what each path writes, per kind, in this order.
+RECORD_KINDS = ("hedges", "closes", "lp")
 
 # The account: every scalar of one path's state, as one record (acct.cash, acct.n_live, ...).
 ACCOUNT_DTYPE = np.dtype(
@@ -124,7 +167,15 @@ ACCOUNT_DTYPE = np.dtype(
         ("units", np.float64),  # hedge position in underlying (spot units or perp contracts)
         ("nav", np.float64),
         ("requirement", np.float64),
-        ("free_prev", np.float64),  # free capital at the end of the previous tick
+        ("locked_cash", np.float64),  # cash that backs obligations (full) or margin (dynamic)
+        ("gap", np.float64),  # what liquidation could not restore this tick
+        ("cash_prev", np.float64),  # cash, free cash, units and spot at the end of t-1
+        ("free_prev", np.float64),
+        ("units_prev", np.float64),
+        ("spot_prev", np.float64),
+        ("short_calls", np.float64),  # contracts the pool is short in calls
+        ("short_put_strikes", np.float64),  # sum of strike x contracts over short puts
+        ("long_value", np.float64),  # what the pool's long options are worth
         ("book_value", np.float64),
         ("book_delta", np.float64),
         ("book_gamma", np.float64),
@@ -137,6 +188,8 @@ ACCOUNT_DTYPE = np.dtype(
         ("flow_at", np.int64),  # next flow row
         ("lp_at", np.int64),  # next LP row
         ("n_hedges", np.int64),
+        ("n_closes", np.int64),
+        ("n_lp_events", np.int64),
         ("last_bucket", np.int64),  # periodic policy: the interval of the last decision
         ("insolvent", np.int64),
         ("halt_until", np.int64),  # circuit breaker: flow halted before this ns
@@ -162,6 +215,8 @@ class PoolParams(NamedTuple):
     liquidation_threshold: float
     liquidation_penalty: float
     idle_yield: float
+    borrow_rate: float
+    max_leverage: float
 
 
 class PricingParams(NamedTuple):
@@ -190,6 +245,7 @@ class HedgeParams(NamedTuple):
     max_notional_per_step: float
     latency: int
     risk_aversion: float
+    borrow_fee: float
 
 
 class SlippageParams(NamedTuple):
@@ -282,10 +338,14 @@ class Book(NamedTuple):
 
 
 class Impact(NamedTuple):
-    """Inventory impact on implied vol, per expiry and per (expiry, strike)."""
+    """Inventory impact on implied vol, per expiry and per (expiry, strike): what fills have
+    added so far, and the snapshot taken at the start of the tick that every valuation of the
+    tick uses (so fills of one tick are priced independently of their order)."""
 
     expiry: np.ndarray
     strike: np.ndarray
+    expiry_snap: np.ndarray
+    strike_snap: np.ndarray
 
 
 class PendingHedges(NamedTuple):
@@ -307,16 +367,29 @@ class Records(NamedTuple):
     trades: np.ndarray
     hedges: np.ndarray
     series: np.ndarray
+    closes: np.ndarray
+    lp: np.ndarray
 
 
 @dataclass
 class KernelOutput:
-    """What a batch of paths produced: records, and per path where its hedge rows start and how
-    many it wrote (hedges[hedge_offsets[k] : hedge_offsets[k] + n_hedges[k]])."""
+    """What a batch of paths produced. Variable-length records of kind j (RECORD_KINDS) of path
+    k are rows offsets[k, j] : offsets[k, j] + counts[k, j] of that kind's array."""
 
     steps: np.ndarray
     trades: np.ndarray
     hedges: np.ndarray
-    hedge_offsets: np.ndarray
-    n_hedges: np.ndarray
     series: np.ndarray
+    closes: np.ndarray
+    lp: np.ndarray
+    offsets: np.ndarray
+    counts: np.ndarray
+
+    def rows(self, kind: str) -> np.ndarray:
+        """The written rows of one kind, path after path."""
+        j = RECORD_KINDS.index(kind)
+        keep = [
+            np.arange(self.offsets[k, j], self.offsets[k, j] + self.counts[k, j])
+            for k in range(self.counts.shape[0])
+        ]
+        return getattr(self, kind)[np.concatenate(keep).astype(np.int64)]

@@ -19,6 +19,8 @@ VIEWS = {
     "trades": "trades.parquet",
     "hedges": "hedges.parquet",
     "series": "series.parquet",
+    "liquidations": "liquidations.parquet",
+    "lp": "lp.parquet",
 }
 
 
@@ -45,9 +47,9 @@ def _define(con: duckdb.DuckDBPyConnection, reports: Path, kind: str) -> None:
 
 
 def open_catalog(reports: Path = DEFAULT_REPORTS) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the views runs, steps, trades, hedges and series; timestamps are
-    shown in UTC. The views list the run folders present when it is opened; with none, each view
-    has only run_id and path_id, and no rows."""
+    """An in-memory DuckDB with the views runs, steps, trades, hedges, series, liquidations and
+    lp; timestamps are shown in UTC. The views list the run folders present when it is opened;
+    with none, each view has only run_id and path_id, and no rows."""
     con = duckdb.connect()
     _define(con, reports, "VIEW")
     return con

@@ -40,6 +40,7 @@ COLOURS = dict(
             "#e377c2",
             "#7f7f7f",
             "#17becf",
+            "#98df8a",
             "#ff7f0e",
             "#bcbd22",
             "#aec7e8",

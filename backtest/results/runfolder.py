@@ -24,7 +24,7 @@ from backtest.results.summary import distribution
 if TYPE_CHECKING:
     from backtest.results.tables import Tables
 
-TABLES = ("summary", "steps", "trades", "hedges", "series")
+TABLES = ("summary", "steps", "trades", "hedges", "series", "liquidations", "lp")
 DETAIL_TABLES = TABLES[1:]
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from backtest.kernel.types import PNL_COMPONENTS, REJECT_REASONS, SERIES_COMPONENTS
+from backtest.results.tables import row_sum
 
 if TYPE_CHECKING:
     from backtest.inputs.batch import Batch
@@ -46,7 +47,7 @@ def _ratio(num: pl.Expr, den: pl.Expr, when: pl.Expr | None = None) -> pl.Expr:
 
 def _step_metrics(steps: pl.DataFrame, initial: float) -> pl.DataFrame:
     by_path = steps.with_columns(
-        option_move=pl.sum_horizontal(SERIES_COMPONENTS).abs(),
+        option_move=row_sum(*SERIES_COMPONENTS).abs(),
         reconcile=(
             nav
             - nav.shift(1).over("path_id").fill_null(initial)
@@ -64,7 +65,11 @@ def _step_metrics(steps: pl.DataFrame, initial: float) -> pl.DataFrame:
         mean_utilisation=pl.col("utilisation").mean(),
         insolvent=pl.col("insolvent").any(),
         insolvency_ts=ts.filter(pl.col("insolvent")).first(),
-        bad_debt=pl.max_horizontal(pl.lit(0.0), -nav.min()),
+        bad_debt=pl.when(nav.min() < 0).then(-nav.min()).otherwise(0.0),
+        min_free_cash=pl.col("free_cash").min(),
+        peak_leverage=pl.col("leverage").max(),
+        max_collateral_gap=pl.col("collateral_gap").max(),
+        n_gap_ticks=(pl.col("collateral_gap") > 0).sum().cast(pl.Int64),
         residual_share=_ratio(
             pl.col("pnl_residual").abs().sum(), pl.col("option_move").sum()
         ).fill_null(0.0),
@@ -170,10 +175,31 @@ def _hedge_metrics(hedges: pl.DataFrame) -> pl.DataFrame:
         n_hedges=pl.len(),
         hedge_volume=pl.col("qty").abs().sum(),
         hedge_notional=(pl.col("qty").abs() * pl.col("spot")).sum(),
-        hedge_cost=pl.sum_horizontal(costs).sum(),
+        hedge_cost=row_sum(*costs).sum(),
         hedge_slippage=pl.col("slippage_cost").sum(),
         hedge_gas=pl.col("gas_cost").sum(),
         hedge_mev=pl.col("mev_cost").sum(),
+    )
+
+
+def _liquidation_metrics(closes: pl.DataFrame) -> pl.DataFrame:
+    forced = pl.col("reason") == "liquidation"
+    return closes.group_by("path_id").agg(
+        n_liquidations=forced.sum(),
+        liquidation_volume=pl.col("qty").abs().filter(forced).sum(),
+    )
+
+
+def _lp_metrics(lp: pl.DataFrame) -> pl.DataFrame:
+    """What LPs put in and took out, and what their exits cost them."""
+    event, amount = pl.col("event"), pl.col("amount")
+    return lp.group_by("path_id").agg(
+        lp_deposits=amount.filter(event == "deposit").sum(),
+        lp_withdrawals=-amount.filter(event == "withdrawal").sum(),
+        n_withdrawals=(event == "withdrawal").sum(),
+        n_lp_rejected=(event == "rejected").sum(),
+        lp_unwind_cost=pl.col("unwind_cost").sum(),
+        lp_withdrawal_fees=pl.col("fee").sum(),
     )
 
 
@@ -185,6 +211,9 @@ COUNTS = (
     *[f"n_{state}_{r}" for state in ("rejected", "partial") for r in REASONS],
     "n_hedges",
     "n_informed",
+    "n_liquidations",
+    "n_withdrawals",
+    "n_lp_rejected",
 )
 AMOUNTS = (
     "volume",
@@ -198,6 +227,11 @@ AMOUNTS = (
     "hedge_slippage",
     "hedge_gas",
     "hedge_mev",
+    "liquidation_volume",
+    "lp_deposits",
+    "lp_withdrawals",
+    "lp_unwind_cost",
+    "lp_withdrawal_fees",
 )
 TIMESTAMPS = (
     "start",
@@ -258,6 +292,18 @@ COLUMNS = (
     "n_informed",
     "pnl_informed",
     "pnl_noise",
+    "min_free_cash",
+    "peak_leverage",
+    "max_collateral_gap",
+    "n_gap_ticks",
+    "n_liquidations",
+    "liquidation_volume",
+    "lp_deposits",
+    "lp_withdrawals",
+    "n_withdrawals",
+    "n_lp_rejected",
+    "lp_unwind_cost",
+    "lp_withdrawal_fees",
 )
 
 
@@ -265,6 +311,8 @@ def summary_frame(
     steps: pl.DataFrame,
     trades: pl.DataFrame,
     hedges: pl.DataFrame,
+    liquidations: pl.DataFrame,
+    lp: pl.DataFrame,
     *,
     initial: float,
     run_id: str,
@@ -284,6 +332,8 @@ def summary_frame(
         .join(_drawdown_metrics(steps), on="path_id", how="left", maintain_order="left")
         .join(_trade_metrics(trades), on="path_id", how="left", maintain_order="left")
         .join(_hedge_metrics(hedges), on="path_id", how="left", maintain_order="left")
+        .join(_liquidation_metrics(liquidations), on="path_id", how="left", maintain_order="left")
+        .join(_lp_metrics(lp), on="path_id", how="left", maintain_order="left")
         .with_columns(
             pl.col(*COUNTS).fill_null(0).cast(pl.Int64),
             pl.col(*AMOUNTS).fill_null(0.0),
@@ -315,6 +365,8 @@ def summarise(prep: Batch, tables: Tables) -> pl.DataFrame:
         tables.steps,
         tables.trades,
         tables.hedges,
+        tables.liquidations,
+        tables.lp,
         initial=prep.strategy.pool.initial_capital,
         run_id=prep.run_id,
         strategy=prep.strategy.name,

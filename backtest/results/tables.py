@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
+from functools import reduce
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from backtest.kernel.types import HEDGE_REASONS, REJECT_REASONS, SERIES_COMPONENTS
+from backtest.kernel.types import (
+    CLOSE_REASONS,
+    HEDGE_REASONS,
+    LP_EVENTS,
+    RECORD_KINDS,
+    REJECT_REASONS,
+    SERIES_COMPONENTS,
+)
 
 if TYPE_CHECKING:
     from backtest.inputs.batch import Batch
@@ -28,6 +37,14 @@ class Tables:
     trades: pl.DataFrame
     hedges: pl.DataFrame
     series: pl.DataFrame
+    liquidations: pl.DataFrame
+    lp: pl.DataFrame
+
+
+def row_sum(*columns: str) -> pl.Expr:
+    """Columns added left to right: polars' sum_horizontal may add many columns in varying
+    order, and byte-identical reruns need one order."""
+    return reduce(operator.add, [pl.col(c) for c in columns])
 
 
 def _frame(records: np.ndarray) -> pl.DataFrame:
@@ -117,6 +134,7 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             "vega",
             "fee",
             "fee_vega",
+            "impact",
             "premium",
             "informed",
             "pnl_held_to_expiry",
@@ -124,18 +142,16 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         )
     )
 
-    keep = np.concatenate(
-        [
-            np.arange(out.hedge_offsets[k], out.hedge_offsets[k] + out.n_hedges[k])
-            for k in range(mkt.n_paths)
-        ]
-    ).astype(np.int64)
-    hedge_rec = out.hedges[keep]
+    def path_of(kind: str) -> pl.Series:
+        counts = out.counts[:, RECORD_KINDS.index(kind)]
+        return pl.Series(np.repeat(mkt.path_ids, counts), dtype=pl.Int64)
+
+    hedge_rec = out.rows("hedges")
     hedges = (
         _frame(hedge_rec)
         .with_columns(
             run_id=run_id,
-            path_id=pl.Series(np.repeat(mkt.path_ids, out.n_hedges), dtype=pl.Int64),
+            path_id=path_of("hedges"),
             ts=_timestamp(pl.col("ts")),
             reason=pl.Series([HEDGE_REASONS[int(c)] for c in hedge_rec["reason"]], dtype=pl.String),
         )
@@ -153,6 +169,52 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         )
     )
 
+    close_rec = out.rows("closes")
+    liquidations = (
+        _frame(close_rec)
+        .with_columns(
+            run_id=run_id,
+            path_id=path_of("closes"),
+            ts=_timestamp(pl.col("ts")),
+            reason=pl.Series(np.array(CLOSE_REASONS)[close_rec["reason"]], dtype=pl.String),
+        )
+        .join(series_keys, on="series", how="left")
+        .select(
+            "run_id",
+            "path_id",
+            "ts",
+            "expiry",
+            "strike",
+            "kind",
+            "qty",
+            "mark",
+            "penalty",
+            "reason",
+        )
+    )
+
+    lp_rec = out.rows("lp")
+    lp = (
+        _frame(lp_rec)
+        .with_columns(
+            run_id=run_id,
+            path_id=path_of("lp"),
+            ts=_timestamp(pl.col("ts")),
+            event=pl.Series(np.array(LP_EVENTS)[lp_rec["event"]], dtype=pl.String),
+        )
+        .select(
+            "run_id",
+            "path_id",
+            "ts",
+            "event",
+            "amount",
+            "shares",
+            "nav_per_share",
+            "unwind_cost",
+            "fee",
+        )
+    )
+
     n_paths, n_series = out.series.shape
     flat = out.series.reshape(-1)
     series = (
@@ -166,7 +228,8 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         .join(series_keys, on="series", how="left")
         .with_columns(
             pnl_fees=pl.col("fees"),
-            pnl_total=pl.sum_horizontal(*SERIES_COMPONENTS, "fees", "pnl_liquidation"),
+            pnl_impact=pl.col("impact"),
+            pnl_total=row_sum(*SERIES_COMPONENTS, "fees", "impact", "pnl_liquidation"),
         )
         .select(
             "run_id",
@@ -178,9 +241,17 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             "fees",
             *SERIES_COMPONENTS,
             "pnl_fees",
+            "pnl_impact",
             "pnl_liquidation",
             "pnl_total",
         )
         .sort("path_id", "expiry", "strike", "kind")
     )
-    return Tables(steps=steps, trades=trades, hedges=hedges, series=series)
+    return Tables(
+        steps=steps,
+        trades=trades,
+        hedges=hedges,
+        series=series,
+        liquidations=liquidations,
+        lp=lp,
+    )
