@@ -101,7 +101,7 @@ def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_para
         lp.lp_step(t, mk, ser, lp_rows, queue, bk, acct, row, out, pool, hedging, slip, lp_params)
         if acct.nav < 0.0 or (acct.nav == 0.0 and acct.shares > 0.0):
             acct.insolvent = 1  # equity gone: bad debt, no more flow
-        record(t, mk, bk, acct, row, pool, hedging)
+        record(t, mk, acct, row, pool, hedging)
         acct.cash_prev = acct.cash
         acct.free_prev = acct.cash - acct.locked_cash
     # Read through `account`, not `acct`: numba frees an array after its last use, and a record

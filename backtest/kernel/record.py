@@ -5,13 +5,12 @@ import math
 
 from numba import njit
 
-from backtest.kernel.book import book_theta
 from backtest.kernel.collateral import gap, leverage
 
 
 # inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
 @njit(cache=True, inline="always")
-def record(t, mk, book, acct, row, pool, hedge):
+def record(t, mk, acct, row, pool, hedge):
     nav = acct.nav
     row.ts = mk.ts[t]
     row.spot = mk.spot[t]
@@ -23,7 +22,7 @@ def record(t, mk, book, acct, row, pool, hedge):
     row.net_delta = acct.book_delta + acct.units
     row.book_gamma = acct.book_gamma
     row.book_vega = acct.book_vega
-    row.book_theta = book_theta(book, acct)
+    row.book_theta = acct.book_theta
     row.collateral_required = acct.requirement
     row.utilisation = acct.requirement / nav if nav > 0.0 else math.inf
     row.free_cash = acct.cash - acct.locked_cash

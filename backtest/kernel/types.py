@@ -180,6 +180,7 @@ ACCOUNT_DTYPE = np.dtype(
         ("book_delta", np.float64),
         ("book_gamma", np.float64),
         ("book_vega", np.float64),
+        ("book_theta", np.float64),
         ("shares", np.float64),
         ("peak_nps", np.float64),  # highest NAV per share so far (the run rule's reference)
         ("run_level", np.float64),  # drawdown at which the run rule fires next
