@@ -28,11 +28,14 @@ def main() -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
     for name, label in PAIR.items():
         frame = steps(name)
-        top.plot(frame["ts"], frame["nav_per_share"], label=label, lw=1.2)
+        held = frame.with_columns(  # an emptied pool has no NAV per share
+            pl.when(pl.col("shares") > 0).then(pl.col("nav_per_share")).alias("nav_per_share")
+        )
+        top.plot(held["ts"], held["nav_per_share"].to_numpy(), label=label, lw=1.2)
         bottom.plot(frame["ts"], frame["nav"] / 1e6, label=label, lw=1.2)
     top.axhline(1.0, color="grey", lw=0.8, ls="--")
     top.set_ylabel("NAV per share (USD)")
-    top.set_title("BTC pool through May-Dec 2022: the death spiral of a run")
+    top.set_title("BTC pool through May-Dec 2022: LPs who stay and LPs who run")
     bottom.set_ylabel("NAV (M USD)")
     bottom.set_xlabel("date (UTC)")
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))

@@ -19,7 +19,12 @@ def reports(tmp_path_factory) -> Path:
     """Two complete runs, a half-written temporary folder and a stray file."""
     root = tmp_path_factory.mktemp("catalog")
     first = make_run(root, seed=0)
-    make_run(root, seed=1, hedge={"policy": "every_trade"})
+    make_run(
+        root,
+        seed=1,
+        hedge={"policy": "every_trade"},
+        lp={"run_drawdown": 0.0002, "run_fraction": 0.9},  # LPs who run: exits and their closes
+    )
     shutil.copytree(first, root / "runs" / f".{first.name}.tmp123")
     (root / "runs" / "notes.txt").write_text("not a run")
     return root / "runs"
@@ -32,9 +37,8 @@ def test_every_view_unions_the_runs(reports):
     assert steps["n"].to_list() == [96, 96]
     for view in VIEWS:
         counted = query(f"SELECT count(DISTINCT run_id) AS n FROM {view}", reports)
-        # Neither run liquidated nor had LP flows: those views are empty, with their columns.
-        assert counted["n"][0] == (0 if view in ("liquidations", "lp") else 2), view
-    assert "unwind_cost" in query("SELECT * FROM lp LIMIT 0", reports).columns
+        # Only the second run had LPs who ran (and so closes its exits forced).
+        assert counted["n"][0] == (1 if view in ("liquidations", "lp") else 2), view
 
 
 def test_runs_view_joins_back_to_the_tables(reports):
