@@ -15,9 +15,7 @@ from backtest.cli import app
 from backtest.runner import DEFAULT_STRATEGY, PROJECT_ROOT
 
 runner = CliRunner()
-SAMPLE = (
-    PROJECT_ROOT.parent / "shared" / "data" / "deribit_btc_option_trades_SAMPLE_2026-08-16.parquet"
-)
+SAMPLE = PROJECT_ROOT / "tests" / "fixtures" / "deribit_btc_option_trades_SAMPLE_2026-08-16.parquet"
 SHORT_DEFAULT = ["--set", 'data.start="2022-07-01"', "--set", 'data.end="2022-08-15"']
 
 
@@ -166,7 +164,6 @@ def test_validate_bundled_data():
     assert result.output.count("ok ") == len(files)
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="shared Deribit sample not present")
 def test_import_deribit_sample(tmp_path):
     result = invoke("data", "import", str(SAMPLE), "--out", str(tmp_path / "flow.parquet"))
     assert result.exit_code == 0, result.output

@@ -10,8 +10,12 @@ from backtest.errors import InputError
 from backtest.inputs.deribit import REQUIRED, import_deribit_trades
 from backtest.inputs.flow import FLOW_SCHEMA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SAMPLE = SHARED_DATA / "deribit_btc_option_trades_SAMPLE_2026-08-16.parquet"
+# Real Deribit trades, kept in the repository (provenance in data/SOURCES.md).
+SAMPLE = (
+    Path(__file__).resolve().parent
+    / "fixtures"
+    / "deribit_btc_option_trades_SAMPLE_2026-08-16.parquet"
+)
 
 
 @pytest.fixture(scope="module")
