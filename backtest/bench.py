@@ -67,12 +67,12 @@ def measure(n_ticks: int, n_trades: int) -> dict:
     t0 = time.perf_counter()
     out = simulate(prep)
     seconds = time.perf_counter() - t0
-    series_ticks = int(out.steps["n_live_series"].sum())
+    series_ticks = int(out.records.steps["n_live_series"].sum())
     return {
         "engine_version": ENGINE_VERSION,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
         "ticks": n_ticks,
-        "trades": int(pl.Series(out.trades["filled"]).gt(0).sum()),
+        "trades": int(pl.Series(out.records.trades["filled"]).gt(0).sum()),
         "mean_live_series": series_ticks / n_ticks,
         "seconds": seconds,
         "ticks_per_s": n_ticks / seconds,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,39 +56,34 @@ DEFAULT_OUT = Path("reports") / "runs"
 ENGINE_VERSION = f"{backtest.__version__}+{CACHE_DIR.name}"
 
 
+class _Table:
+    """A run table read from the folder on first use, then kept on the instance."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: Run, owner: type | None = None) -> pl.DataFrame:
+        frame = runfolder.read_table(run.path, self.name)
+        run.__dict__[self.name] = frame  # shadows the descriptor from now on
+        return frame
+
+
 class Run:
     """A finished run folder. The summary is read at once; the detail tables when first used,
     so opening a run of 10,000 paths does not load every tick."""
+
+    steps = _Table()
+    trades = _Table()
+    hedges = _Table()
+    series = _Table()
+    liquidations = _Table()
+    lp = _Table()
 
     def __init__(self, path: Path, reused: bool = False) -> None:
         self.path = path
         self.run_id = path.name
         self.reused = reused
         self.summary = runfolder.read_table(path, "summary")
-
-    @cached_property
-    def steps(self) -> pl.DataFrame:
-        return runfolder.read_table(self.path, "steps")
-
-    @cached_property
-    def trades(self) -> pl.DataFrame:
-        return runfolder.read_table(self.path, "trades")
-
-    @cached_property
-    def hedges(self) -> pl.DataFrame:
-        return runfolder.read_table(self.path, "hedges")
-
-    @cached_property
-    def series(self) -> pl.DataFrame:
-        return runfolder.read_table(self.path, "series")
-
-    @cached_property
-    def liquidations(self) -> pl.DataFrame:
-        return runfolder.read_table(self.path, "liquidations")
-
-    @cached_property
-    def lp(self) -> pl.DataFrame:
-        return runfolder.read_table(self.path, "lp")
 
 
 def resolve_data_path(
@@ -242,7 +236,7 @@ def simulate(batch: Batch) -> KernelOutput:
             offsets,
         )
         if (counts <= room).all():
-            return KernelOutput(*out, offsets=offsets, counts=counts)
+            return KernelOutput(out, offsets, counts)
         room = np.maximum(room, counts)
 
 

@@ -377,12 +377,7 @@ class KernelOutput:
     """What a batch of paths produced. Variable-length records of kind j (RECORD_KINDS) of path
     k are rows offsets[k, j] : offsets[k, j] + counts[k, j] of that kind's array."""
 
-    steps: np.ndarray
-    trades: np.ndarray
-    hedges: np.ndarray
-    series: np.ndarray
-    closes: np.ndarray
-    lp: np.ndarray
+    records: Records
     offsets: np.ndarray
     counts: np.ndarray
 
@@ -393,4 +388,4 @@ class KernelOutput:
             np.arange(self.offsets[k, j], self.offsets[k, j] + self.counts[k, j])
             for k in range(self.counts.shape[0])
         ]
-        return getattr(self, kind)[np.concatenate(keep).astype(np.int64)]
+        return getattr(self.records, kind)[np.concatenate(keep).astype(np.int64)]

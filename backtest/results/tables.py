@@ -82,7 +82,7 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
     tick_path = np.repeat(mkt.path_ids, np.diff(mkt.offsets))
     flow_path = np.repeat(mkt.path_ids, np.diff(fl.offsets))
 
-    steps = _frame(out.steps).with_columns(
+    steps = _frame(out.records.steps).with_columns(
         run_id=run_id,
         path_id=pl.Series(tick_path),
         ts=_timestamp(pl.col("ts")),
@@ -103,15 +103,15 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
     ).with_columns(kind=_kind(pl.col("kind")))
     informed = prep.flow["informed"].to_numpy()[fl.source_row]
     flow_row = prep.flow["flow_row"].to_numpy()[fl.source_row]
-    held = _held_to_expiry(prep, out.trades)
+    held = _held_to_expiry(prep, out.records.trades)
     trades = (
-        _frame(out.trades)
+        _frame(out.records.trades)
         .with_columns(
             run_id=run_id,
             path_id=pl.Series(flow_path),
             ts=_timestamp(pl.col("ts")),
             side=pl.col("side").cast(pl.Int8),
-            reject_reason=pl.Series(np.array(REJECT_REASONS)[out.trades["reject_reason"]]),
+            reject_reason=pl.Series(np.array(REJECT_REASONS)[out.records.trades["reject_reason"]]),
             informed=pl.Series(informed, dtype=pl.Boolean),
             pnl_held_to_expiry=pl.Series(held).fill_nan(None),  # null: expires after the run
             flow_row=pl.Series(flow_row, dtype=pl.Int64),
@@ -142,81 +142,45 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         )
     )
 
-    def path_of(kind: str) -> pl.Series:
-        counts = out.counts[:, RECORD_KINDS.index(kind)]
-        return pl.Series(np.repeat(mkt.path_ids, counts), dtype=pl.Int64)
-
-    hedge_rec = out.rows("hedges")
-    hedges = (
-        _frame(hedge_rec)
-        .with_columns(
+    def events(kind: str, code: str, labels, series: bool, *columns: str) -> pl.DataFrame:
+        """A variable-length record kind as a table: its integer `code` column as labels,
+        and (series) the option series' keys joined in."""
+        rec = out.rows(kind)
+        frame = _frame(rec).with_columns(
             run_id=run_id,
-            path_id=path_of("hedges"),
+            path_id=pl.Series(np.repeat(mkt.path_ids, out.counts[:, RECORD_KINDS.index(kind)])),
             ts=_timestamp(pl.col("ts")),
-            reason=pl.Series([HEDGE_REASONS[int(c)] for c in hedge_rec["reason"]], dtype=pl.String),
+            **{code: pl.Series(np.asarray(labels)[rec[code]], dtype=pl.String)},
         )
-        .select(
-            "run_id",
-            "path_id",
-            "ts",
-            "qty",
-            "spot",
-            "exec_price",
-            "slippage_cost",
-            "gas_cost",
-            "mev_cost",
-            "reason",
-        )
+        if series:
+            frame = frame.join(series_keys, on="series", how="left")
+        return frame.select("run_id", "path_id", "ts", *columns)
+
+    hedge_labels = [HEDGE_REASONS[c] for c in range(len(HEDGE_REASONS))]
+    hedges = events(
+        "hedges",
+        "reason",
+        hedge_labels,
+        False,
+        *("qty", "spot", "exec_price", "slippage_cost", "gas_cost", "mev_cost", "reason"),
+    )
+    liquidations = events(
+        "closes",
+        "reason",
+        CLOSE_REASONS,
+        True,
+        *("expiry", "strike", "kind", "qty", "mark", "penalty", "reason"),
+    )
+    lp = events(
+        "lp",
+        "event",
+        LP_EVENTS,
+        False,
+        *("event", "amount", "shares", "nav_per_share", "unwind_cost", "fee"),
     )
 
-    close_rec = out.rows("closes")
-    liquidations = (
-        _frame(close_rec)
-        .with_columns(
-            run_id=run_id,
-            path_id=path_of("closes"),
-            ts=_timestamp(pl.col("ts")),
-            reason=pl.Series(np.array(CLOSE_REASONS)[close_rec["reason"]], dtype=pl.String),
-        )
-        .join(series_keys, on="series", how="left")
-        .select(
-            "run_id",
-            "path_id",
-            "ts",
-            "expiry",
-            "strike",
-            "kind",
-            "qty",
-            "mark",
-            "penalty",
-            "reason",
-        )
-    )
-
-    lp_rec = out.rows("lp")
-    lp = (
-        _frame(lp_rec)
-        .with_columns(
-            run_id=run_id,
-            path_id=path_of("lp"),
-            ts=_timestamp(pl.col("ts")),
-            event=pl.Series(np.array(LP_EVENTS)[lp_rec["event"]], dtype=pl.String),
-        )
-        .select(
-            "run_id",
-            "path_id",
-            "ts",
-            "event",
-            "amount",
-            "shares",
-            "nav_per_share",
-            "unwind_cost",
-            "fee",
-        )
-    )
-
-    n_paths, n_series = out.series.shape
-    flat = out.series.reshape(-1)
+    n_paths, n_series = out.records.series.shape
+    flat = out.records.series.reshape(-1)
     series = (
         _frame(flat)
         .with_columns(
