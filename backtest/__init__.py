@@ -5,7 +5,12 @@ on first use, so `import backtest` stays cheap (no numba compile, no polars) for
 need the version.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dhlp")  # pyproject.toml is the one place the version is written
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "run": ("backtest.runner", "run"),

@@ -299,15 +299,25 @@ def regress(
     rtol: Annotated[float, typer.Option(help="Relative tolerance on float metrics")] = 1e-9,
     jobs: Annotated[int, typer.Option(help="Worker processes")] = 2,
     table: Annotated[bool, typer.Option("--table", help="Print the strategy table")] = False,
-    strategies: Annotated[Path, typer.Option(help="Strategies folder")] = Path("strategies"),
+    strategies: Annotated[
+        Path | None, typer.Option(help="Strategies folder (default: the bundled library)")
+    ] = None,
 ) -> None:
     """Re-run every strategy and compare with its baseline; exit 1 on a difference."""
     from backtest import regress as rg
 
     with user_errors():
+        baselines = strategies / "baselines" if strategies else None
         if table:
-            print(rg.strategy_table(strategies / "baselines"), end="")
+            print(rg.strategy_table(baselines), end="")
             return
+        drift = rg.version_drift(baselines)
+        if drift and not update:
+            out.print(
+                "note: installed versions differ from the baselines' "
+                f"({rg.CONSTRAINTS} beside them): {', '.join(drift)}; money may move in the "
+                "last digits"
+            )
         result = rg.regress(strategies, only=only, update=update, rtol=rtol, jobs=jobs)
     if any(row.status != rg.OK for row in result.rows):
         out.print(rg.diff_table(result))
@@ -315,6 +325,19 @@ def regress(
         out.print(f"regress: {len({row.strategy for row in result.rows})} strategies, all ok")
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def strategies() -> None:
+    """List the bundled strategies and the question each asks."""
+    from backtest import bundled
+
+    table = Table(title="bundled strategies: dhlp run NAME", title_justify="left")
+    table.add_column("strategy", style="bold")
+    table.add_column("question")
+    for path in sorted(bundled.strategies().glob("*.toml")):
+        table.add_row(path.stem, bundled.question(path))
+    out.print(table)
 
 
 @app.command()

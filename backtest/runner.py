@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 import backtest
+from backtest import bundled
 from backtest.config import (
     Strategy,
     apply_overrides,
@@ -50,8 +51,7 @@ from backtest.results.report import build_report
 from backtest.results.summary import summarise
 from backtest.results.tables import Tables
 
-PROJECT_ROOT = Path(backtest.__file__).resolve().parents[1]
-DEFAULT_STRATEGY = PROJECT_ROOT / "strategies" / "default.toml"
+DEFAULT_STRATEGY = bundled.strategies() / "default.toml"
 DEFAULT_OUT = Path("reports") / "runs"
 ENGINE_VERSION = f"{backtest.__version__}+{CACHE_DIR.name}"
 
@@ -112,6 +112,15 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def strategy_path(strategy: str | Path) -> Path:
+    """A strategy file by path or, if no such file, by the name of a bundled one ("unhedged")."""
+    path = Path(strategy)
+    bundled_file = bundled.strategies() / f"{path.stem}.toml"
+    if not path.exists() and path.parent == Path(".") and bundled_file.is_file():
+        return bundled_file
+    return path.resolve()
+
+
 def prepare(
     strategy: str | Path | Strategy | None = None,
     *,
@@ -126,7 +135,7 @@ def prepare(
     if strategy is None:
         strategy = DEFAULT_STRATEGY
     if not isinstance(strategy, Strategy):
-        strategy_file = Path(strategy).resolve()
+        strategy_file = strategy_path(strategy)
         strategy = load_strategy(strategy_file)
     changes: dict[str, Any] = {}
     if market is not None:  # another market file: the strategy's window need not fit it

@@ -7,11 +7,15 @@ share and the capital left in the pool, from the bundled strategies, so the char
 import matplotlib
 
 matplotlib.use("Agg")
+from pathlib import Path  # noqa: E402
+
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from backtest.runner import PROJECT_ROOT, prepare, run_batches  # noqa: E402
+from backtest.runner import prepare, run_batches  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PAIR = {
     "btc-2022-dynamic-collateral": "LPs stay",
@@ -20,7 +24,7 @@ PAIR = {
 
 
 def steps(name: str) -> pl.DataFrame:
-    plan = prepare(PROJECT_ROOT / "strategies" / f"{name}.toml")
+    plan = prepare(ROOT / "strategies" / f"{name}.toml")
     return pl.concat(built.steps for _, built in run_batches(plan))
 
 
@@ -43,7 +47,7 @@ def main() -> None:
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left")
     fig.tight_layout()
-    out = PROJECT_ROOT / "docs" / "lp-run.png"
+    out = ROOT / "docs" / "lp-run.png"
     fig.savefig(out, dpi=90)
     print(out)
 

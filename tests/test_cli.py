@@ -8,11 +8,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from scenarios import REPO as PROJECT_ROOT
 from scenarios import market_frame
 from typer.testing import CliRunner
 
 from backtest.cli import app
-from backtest.runner import DEFAULT_STRATEGY, PROJECT_ROOT
+from backtest.runner import DEFAULT_STRATEGY
+
+pytestmark = pytest.mark.e2e
 
 runner = CliRunner()
 SAMPLE = PROJECT_ROOT / "tests" / "fixtures" / "deribit_btc_option_trades_SAMPLE_2026-08-16.parquet"
@@ -34,6 +37,20 @@ def default_run(tmp_path_factory) -> Path:
     return folder
 
 
+def test_strategies_lists_the_bundled_library_and_runs_one_by_name(tmp_path):
+    listed = invoke("strategies")
+    assert listed.exit_code == 0
+    names = sorted(p.stem for p in (PROJECT_ROOT / "strategies").glob("*.toml"))
+    for name in names:
+        assert name in listed.output
+    assert "what does hedging buy LPs?" in listed.output
+    result = invoke("run", "unhedged", "--out", str(tmp_path), "--no-report", *SHORT_DEFAULT)
+    assert result.exit_code == 0, result.output
+    (folder,) = list(tmp_path.iterdir())
+    assert folder.name.startswith("unhedged-")
+    assert pl.read_parquet(folder / "hedges.parquet").height == 0
+
+
 def test_default_run_writes_every_table(default_run):
     for name in (
         "config.toml",
@@ -43,6 +60,8 @@ def test_default_run_writes_every_table(default_run):
         "trades.parquet",
         "hedges.parquet",
         "series.parquet",
+        "liquidations.parquet",
+        "lp.parquet",
     ):
         assert (default_run / name).is_file(), name
     steps = pl.read_parquet(default_run / "steps.parquet")
