@@ -14,13 +14,14 @@ import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from rich.table import Table
 
-from backtest import runner
+from backtest import bundled, runner
 from backtest.errors import InputError
 from backtest.kernel.types import PNL_COMPONENTS
 
@@ -231,7 +232,7 @@ def _metric_rows_to_updated(rows: list[Row]) -> list[Row]:
 
 
 def regress(
-    strategies_dir: Path = Path("strategies"),
+    strategies_dir: Path | None = None,
     baselines_dir: Path | None = None,
     only: list[str] | None = None,
     update: bool = False,
@@ -240,14 +241,16 @@ def regress(
 ) -> RegressResult:
     """Re-run strategies and compare with (or, with `update`, rewrite) their baselines.
 
-    `baselines_dir` defaults to `<strategies_dir>/baselines`; `only` names strategies by file
-    stem. A full update (no `only`) also deletes baselines whose strategy file is gone.
+    `strategies_dir` defaults to the bundled library, `baselines_dir` to
+    `<strategies_dir>/baselines`; `only` names strategies by file stem. A full update (no
+    `only`) also deletes baselines whose strategy file is gone, and records the installed
+    package versions in `<baselines_dir>/constraints.txt`.
     """
     if not rtol >= 0:
         raise InputError(f"rtol: must be >= 0 (got {rtol})")
     if jobs < 1:
         raise InputError(f"jobs: must be >= 1 (got {jobs})")
-    strategies_dir = Path(strategies_dir)
+    strategies_dir = Path(strategies_dir) if strategies_dir else bundled.strategies()
     baselines_dir = Path(baselines_dir) if baselines_dir else strategies_dir / "baselines"
     files = _strategy_files(strategies_dir, only)
     rows: list[Row] = []
@@ -271,7 +274,52 @@ def regress(
                     orphan.unlink()
                 status = REMOVED if update else ORPHANED
                 rows.append(Row(orphan.stem, "baseline", str(orphan), None, None, status))
+        if update:
+            write_constraints(baselines_dir / CONSTRAINTS)
     return RegressResult(rows)
+
+
+# The versions the baselines were made with, beside them: `.ci/run` installs with them (pip -c)
+# and regress says when the installed ones differ (money is compared to 1e-9).
+CONSTRAINTS = "constraints.txt"
+NUMERIC = ("numpy", "numba", "llvmlite", "polars", "pyarrow")  # what the numbers depend on
+NOT_PINNED = {"dhlp", "pip", "setuptools", "wheel"}
+
+
+def installed_versions() -> dict[str, str]:
+    found = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name and name not in NOT_PINNED:
+            found[name] = dist.version
+    return found
+
+
+def write_constraints(path: Path) -> None:
+    lines = [f"{name}=={version}" for name, version in sorted(installed_versions().items())]
+    header = "# Versions dhlp regress --update ran with; .ci/run installs with them (pip -c).\n"
+    path.write_text(header + "\n".join(lines) + "\n")
+
+
+def version_drift(baselines_dir: Path | None = None) -> list[str]:
+    """'numba 0.68.1 (baselines: 0.61.0)' for each numeric package whose installed version is
+    not the one the baselines were made with; [] when they agree or nothing was recorded."""
+    path = (
+        Path(baselines_dir) if baselines_dir else bundled.strategies() / "baselines"
+    ) / CONSTRAINTS
+    if not path.is_file():
+        return []
+    pinned = dict(
+        line.strip().lower().split("==", 1)
+        for line in path.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    now = installed_versions()
+    return [
+        f"{name} {now.get(name, 'missing')} (baselines: {pinned[name]})"
+        for name in NUMERIC
+        if name in pinned and now.get(name) != pinned[name]
+    ]
 
 
 STATUS_STYLE = {OK: "green", UPDATED: "cyan", REMOVED: "cyan"} | {s: "bold red" for s in FAILING}
@@ -330,12 +378,13 @@ def _pct(value: float | None) -> str:
     return "0" if value == 0 else f"{100 * value:.1f} %"
 
 
-def strategy_table(baselines_dir: Path = Path("strategies/baselines")) -> str:
+def strategy_table(baselines_dir: Path | None = None) -> str:
     """Markdown comparison of the strategies from their baselines, for the README.
 
     Generated, not typed, so the README cannot drift from what the engine computes.
     """
-    docs = [json.loads(p.read_text()) for p in sorted(Path(baselines_dir).glob("*.json"))]
+    baselines_dir = Path(baselines_dir) if baselines_dir else bundled.strategies() / "baselines"
+    docs = [json.loads(p.read_text()) for p in sorted(baselines_dir.glob("*.json"))]
     if not docs:
         raise InputError(f"{baselines_dir}: no baselines (run `dhlp regress --update`)")
     header = (

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from rich.console import Console
+from scenarios import REPO as PROJECT_ROOT
 from scenarios import market_frame
 
 from backtest.errors import InputError
@@ -31,7 +32,9 @@ from backtest.regress import (
     regress,
     strategy_table,
 )
-from backtest.runner import DEFAULT_STRATEGY, PROJECT_ROOT
+from backtest.runner import DEFAULT_STRATEGY
+
+pytestmark = pytest.mark.e2e
 
 STRATEGY = """\
 description = "{description}"
@@ -275,3 +278,27 @@ def render(result) -> str:
     console = Console(record=True, width=200)
     console.print(diff_table(result))
     return console.export_text()
+
+
+def test_every_bundled_strategy_asks_a_question():
+    from backtest import bundled
+
+    assert bundled.strategies() == PROJECT_ROOT / "strategies"  # in a clone: the repository's
+    for path in sorted(bundled.strategies().glob("*.toml")):
+        asked = bundled.question(path)
+        assert asked.endswith("?") and len(asked) > 20, path.name
+
+
+def test_regress_names_installed_versions_that_differ_from_the_baselines(tmp_path):
+    from backtest.regress import CONSTRAINTS, installed_versions, version_drift
+
+    now = installed_versions()
+    pins = {name: now[name] for name in ("numpy", "numba", "polars")}
+    (tmp_path / CONSTRAINTS).write_text("\n".join(f"{n}=={v}" for n, v in pins.items()))
+    assert version_drift(tmp_path) == []
+    (tmp_path / CONSTRAINTS).write_text(f"numba==0.0.1\nnumpy=={pins['numpy']}\n")
+    assert version_drift(tmp_path) == [f"numba {pins['numba']} (baselines: 0.0.1)"]
+    assert version_drift(tmp_path / "none-here") == []
+    # The bundled baselines carry the versions they were made with.
+    shipped = PROJECT_ROOT / "strategies" / "baselines" / CONSTRAINTS
+    assert "numba==" in shipped.read_text() and "dhlp==" not in shipped.read_text()
