@@ -6,44 +6,20 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import polars as pl
 import pytest
-from scenarios import flow_frame, market_frame
+from scenarios import make_run
 
-from backtest.config import build_strategy
 from backtest.results.plots import plot_run
 from backtest.results.report import build_report
-from backtest.runner import run
+
+pytestmark = pytest.mark.e2e
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SINGLE_PLOTS = {"nav_spot", "attribution", "net_delta", "vega_utilisation", "drawdown"}
-
-
-def make_run(root: Path, n_paths: int = 1, seed: int = 0, **sections: dict) -> Path:
-    """A small run folder under root/runs: 4 days of hourly ticks, 40 trades, hedged."""
-    data = root / f"data-{n_paths}-{seed}"
-    data.mkdir(parents=True, exist_ok=True)
-    paths = [
-        market_frame(96, seed=seed + k).with_columns(path_id=pl.lit(k)) for k in range(n_paths)
-    ]
-    market = pl.concat(paths) if n_paths > 1 else paths[0].drop("path_id")
-    market.write_parquet(data / "market.parquet")
-    flow_frame(paths[0], n_trades=40, seed=seed).write_parquet(data / "flow.parquet")
-    config = {
-        "name": "small",
-        "description": "A small test pool <with markup> & hedging",
-        "pool": {"initial_capital": 300_000.0},
-        "hedge": {"policy": "threshold", "threshold": 0.01},
-    } | sections
-    result = run(
-        build_strategy(config, "test"),
-        market=data / "market.parquet",
-        flow=data / "flow.parquet",
-        out=root / "runs",
-    )
-    return result.path
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +65,9 @@ def test_report_is_self_contained_and_complete(single):
         assert f"<td>{component}</td>" in attribution
     assert f"{summary['pnl_total'][0]:,.0f}" in attribution
     assert "Distribution across paths" not in html
+    # A report is shared: its data files by name and hash, never by where they lie here.
+    market = tomllib.loads((single / "config.toml").read_text())["strategy"]["data"]["market"]
+    assert str(Path(market).parent) not in html and "market.parquet (sha256 " in html
 
 
 def test_multi_path_report_has_fan_and_histogram(multi):

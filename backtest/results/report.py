@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -254,6 +255,21 @@ def _attribution_rows(summary: pl.DataFrame) -> list[dict]:
     return rows
 
 
+def _without_local_paths(config_text: str) -> str:
+    """The resolved config as shown in a report: absolute file paths cut to their names."""
+    return re.sub(r'"(/[^"]*/)([^/"]+)"', r'"\2"', config_text)
+
+
+def _file(path: str | None, sha256: str | None) -> str:
+    """A data file as its name and the start of its hash: a report is shared, local paths are
+    not (config.toml keeps them for reruns)."""
+    if not path:
+        return "–"
+    if not sha256 or sha256 == path:  # "synthetic"
+        return Path(path).name
+    return f"{Path(path).name} (sha256 {sha256[:12]}…)"
+
+
 def build_report(folder: Path) -> Path:
     """(Re)draw the plots and write `<folder>/report.html`; returns its path."""
     folder = Path(folder)
@@ -270,8 +286,8 @@ def build_report(folder: Path) -> Path:
         ("data", f"{_date(summary['start'].min())} → {_date(summary['end'].max())} UTC"),
         ("ticks per path", _count(summary["n_ticks"].max())),
         ("paths", _count(n_paths)),
-        ("market", facts_run.get("market_file", data.get("market", "–"))),
-        ("flow", data.get("flow", "–")),
+        ("market", _file(data.get("market"), facts_run.get("market_sha256"))),
+        ("flow", _file(data.get("flow"), facts_run.get("flow_sha256"))),
         ("seed", str(facts_run.get("seed", "–"))),
         ("initial capital (USD)", _money(summary["initial_nav"][0])),
     ]
@@ -299,7 +315,7 @@ def build_report(folder: Path) -> Path:
                 }
                 for p in plots
             ],
-            config=config_text,
+            config=_without_local_paths(config_text),
             engine=facts_run.get("engine_version", "–"),
         )
     )
