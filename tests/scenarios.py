@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from backtest.inputs.flow import FLOW_SCHEMA
+from backtest.kernel.types import PNL_COMPONENTS
 
+REPO = Path(__file__).resolve().parents[1]  # the clone the tests run in
 START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 UTC_US = pl.Datetime("us", "UTC")
+
+
+TOL = 1e-9  # money, relative to the pool's size: the one tolerance of the ledger's checks
+
+
+def assert_reconciles(tables, summary: pl.DataFrame) -> None:
+    """The ledger holds on every tick of every path: the components sum to pnl_total, and NAV
+    moves by pnl_total + lp_flow (the summary's reconcile_max_abs), to TOL of the pool's size;
+    hedge costs and liquidation penalties are never income."""
+    steps = tables.steps
+    parts = steps.select(pl.sum_horizontal(*PNL_COMPONENTS)).to_series().to_numpy()
+    scale = max(float(summary["initial_nav"].max()), float(steps["nav"].abs().max()))
+    assert np.allclose(parts, steps["pnl_total"].to_numpy(), rtol=0, atol=TOL * scale)
+    assert float(summary["reconcile_max_abs"].max()) <= TOL * scale
+    assert (steps["pnl_hedge_cost"] <= 0).all() and (steps["pnl_liquidation"] <= 0).all()
 
 
 def hourly_market(
@@ -283,3 +301,31 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
     flow = flow.with_columns(size=pl.col("size") / pl.col("size").mean() * scale)
     lp = random_lp(rng, market, capital) if rng.random() < 0.5 else None
     return Scenario(seed, strategy, market, flow, lp)
+
+
+def make_run(root: Path, n_paths: int = 1, seed: int = 0, **sections: dict) -> Path:
+    """A small run folder under root/runs: 4 days of hourly ticks, 40 trades, hedged."""
+    from backtest.config import build_strategy
+    from backtest.runner import run
+
+    data = root / f"data-{n_paths}-{seed}"
+    data.mkdir(parents=True, exist_ok=True)
+    paths = [
+        market_frame(96, seed=seed + k).with_columns(path_id=pl.lit(k)) for k in range(n_paths)
+    ]
+    market = pl.concat(paths) if n_paths > 1 else paths[0].drop("path_id")
+    market.write_parquet(data / "market.parquet")
+    flow_frame(paths[0], n_trades=40, seed=seed).write_parquet(data / "flow.parquet")
+    config = {
+        "name": "small",
+        "description": "A small test pool <with markup> & hedging",
+        "pool": {"initial_capital": 300_000.0},
+        "hedge": {"policy": "threshold", "threshold": 0.01},
+    } | sections
+    result = run(
+        build_strategy(config, "test"),
+        market=data / "market.parquet",
+        flow=data / "flow.parquet",
+        out=root / "runs",
+    )
+    return result.path

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from scenarios import hourly_flow, hourly_lp, hourly_market
+from scenarios import assert_reconciles, hourly_flow, hourly_lp, hourly_market
 
-from backtest.kernel.types import PNL_COMPONENTS
 from backtest.pricing import greeks, price
 from backtest.runner import simulate_frames
 
@@ -33,17 +32,9 @@ def pool(**sections) -> dict:
     return out
 
 
-def reconciles(tables, summary) -> None:
-    steps = tables.steps
-    parts = steps.select(pl.sum_horizontal(*PNL_COMPONENTS)).to_series().to_numpy()
-    scale = max(float(summary["initial_nav"].max()), float(steps["nav"].abs().max()))
-    assert np.allclose(parts, steps["pnl_total"].to_numpy(), rtol=0, atol=1e-9 * scale)
-    assert float(summary["reconcile_max_abs"].max()) <= 1e-9 * scale
-
-
 def run(strategy, market, flow, lp=None):
     tables, summary = simulate_frames(strategy, market, flow, lp_flows=lp)
-    reconciles(tables, summary)
+    assert_reconciles(tables, summary)
     return tables, summary.row(0, named=True)
 
 

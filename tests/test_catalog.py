@@ -8,10 +8,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from test_report import make_run
+from scenarios import make_run
 
 from backtest.errors import InputError
 from backtest.results.catalog import VIEWS, export, open_catalog, query
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from scenarios import T0
+from scenarios import T0, assert_reconciles
 from scenarios import hourly_flow as flow
 from scenarios import hourly_market as market
 
-from backtest.kernel.types import PNL_COMPONENTS, SPOT_SHOCKS, VOL_SHOCKS
+from backtest.kernel.types import SPOT_SHOCKS, VOL_SHOCKS
 from backtest.pricing import greeks, price
 from backtest.runner import simulate_frames
 
@@ -58,20 +58,10 @@ def bs_greeks(kind: str, spot: float, strike: float, hours_left: float, vol: flo
 # --- running and invariants -------------------------------------------------------------------
 
 
-def check_invariants(tables, summary: pl.DataFrame) -> None:
-    """Components sum to pnl_total every tick and NAV reconciles, relative to the pool's size."""
-    steps = tables.steps
-    parts = steps.select(pl.sum_horizontal(*PNL_COMPONENTS)).to_series().to_numpy()
-    scale = max(float(summary["initial_nav"].max()), float(steps["nav"].abs().max()))
-    assert np.allclose(parts, steps["pnl_total"].to_numpy(), rtol=0, atol=1e-9 * scale)
-    assert float(summary["reconcile_max_abs"].max()) <= 1e-9 * scale
-    assert (steps["pnl_hedge_cost"] <= 0).all()
-
-
 def run(strat, mkt: pl.DataFrame, flw: pl.DataFrame):
     """simulate_frames + invariants; returns (tables, summary row of path 0 as a dict)."""
     tables, summary = simulate_frames(strat, mkt, flw)
-    check_invariants(tables, summary)
+    assert_reconciles(tables, summary)
     return tables, summary.row(0, named=True)
 
 
@@ -890,11 +880,11 @@ def test_multi_path_equals_each_path_alone():
         (4, WEEK, 100, "C", -1, 300),
     )
     together, summary = simulate_frames(strat, mkt, flw)
-    check_invariants(together, summary)
+    assert_reconciles(together, summary)
     assert summary.height == 3
     for k in paths:
         alone, s_alone = simulate_frames(strat, mkt.filter(pl.col("path_id") == k), flw)
-        check_invariants(alone, s_alone)
+        assert_reconciles(alone, s_alone)
         for name in ("steps", "trades", "hedges", "series"):
             mine = getattr(together, name).filter(pl.col("path_id") == k)
             assert mine.height > 0

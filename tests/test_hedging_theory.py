@@ -38,6 +38,8 @@ import pytest
 from backtest.pricing import greeks, price
 from backtest.runner import simulate_frames
 
+pytestmark = pytest.mark.montecarlo
+
 S0 = 2000.0
 STRIKE = 2000.0  # ATM
 SIGMA = 0.8

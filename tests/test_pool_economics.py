@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
-from scenarios import START, no_fees
+from scenarios import START, assert_reconciles, no_fees
 
 from backtest.inputs.flow import FLOW_SCHEMA
 from backtest.inputs.surface import Surface, load_surface
@@ -43,14 +43,6 @@ def trades_at(*rows: tuple) -> pl.DataFrame:
     )
 
 
-def reconciles(tables, summary, initial: float) -> None:
-    steps = tables.steps
-    d_nav = np.diff(steps["nav"].to_numpy(), prepend=initial)
-    expected = steps["pnl_total"].to_numpy() + steps["lp_flow"].to_numpy()
-    assert np.allclose(d_nav, expected, rtol=0, atol=1e-7)
-    assert summary["reconcile_max_abs"][0] < 1e-7
-
-
 def test_surface_marks_with_the_latest_snapshot_only(tmp_path):
     market = flat_market(10, iv=0.9)
     grid = [(tenor, k) for tenor in (1.0, 30.0) for k in (-0.2, 0.0, 0.2)]
@@ -77,7 +69,7 @@ def test_surface_marks_with_the_latest_snapshot_only(tmp_path):
     w = (tau - 1.0) / (30.0 - 1.0)
     expected = np.sqrt(((1 - w) * 0.4**2 * 1.0 + w * 0.6**2 * 30.0) / tau)
     assert ivs[1] == pytest.approx(expected, rel=1e-9)
-    reconciles(tables, summary, 1e6)
+    assert_reconciles(tables, summary)
 
 
 def test_surface_rejects_a_ragged_grid(tmp_path):
@@ -127,7 +119,7 @@ def test_inventory_impact_moves_expiry_and_strike_then_decays():
     assert tables.trades["impact"][0] == pytest.approx(tables.steps["pnl_impact"][0])
     tick1_vega_pnl = tables.steps["pnl_vega"][1]
     assert tick1_vega_pnl == pytest.approx(-100 * vega * 0.06 * 0.5 ** (1 / 4), rel=0.01)
-    reconciles(tables, summary, 1e6)
+    assert_reconciles(tables, summary)
 
 
 def test_iv_circuit_breaker_halts_then_resumes():
@@ -146,7 +138,7 @@ def test_iv_circuit_breaker_halts_then_resumes():
     assert reasons[10:18] == ["circuit_breaker"] * 8
     assert reasons[18:] == [""] * 12
     assert halted[10:18] == [True] * 8 and not any(halted[18:]) and not any(halted[:10])
-    reconciles(tables, summary, 1e6)
+    assert_reconciles(tables, summary)
 
 
 def test_free_capital_circuit_breaker():
@@ -196,7 +188,7 @@ def test_lp_deposits_and_delayed_withdrawals_conserve_money_and_shares():
     )
     assert nps[11] > nps[10] + steps["pnl_total"][11] / shares[10]  # the fee stays with the LPs
     assert sum(1 for f in flows if f) == 2
-    reconciles(tables, summary, 1e6)
+    assert_reconciles(tables, summary)
 
 
 def test_a_withdrawal_forces_the_book_to_shrink():
@@ -210,7 +202,7 @@ def test_a_withdrawal_forces_the_book_to_shrink():
     assert steps["utilisation"][4] <= 1.0 + 1e-9  # within NAV: it closed what the payout forced
     assert steps["lp_flow"][4] < -490_000
     assert tables.series["pnl_liquidation"].sum() == pytest.approx(steps["pnl_liquidation"].sum())
-    reconciles(tables, summary, 1e6)
+    assert_reconciles(tables, summary)
 
 
 def test_run_rule_runs_again_at_each_drawdown_and_leavers_pay_the_buybacks():
@@ -233,7 +225,7 @@ def test_run_rule_runs_again_at_each_drawdown_and_leavers_pay_the_buybacks():
     assert (paid["unwind_cost"] > 0).all()
     closes = tables.liquidations.filter(pl.col("reason") == "withdrawal")
     assert paid["unwind_cost"].sum() == pytest.approx(closes["penalty"].sum(), rel=1e-9)
-    reconciles(tables, summary, 1e6)
+    assert_reconciles(tables, summary)
 
 
 def test_informed_flow_loses_the_pool_money_where_noise_flow_does_not():
@@ -320,4 +312,4 @@ def test_many_withdrawals_in_one_tick_each_may_unwind_the_hedge():
     cost = paid["unwind_cost"].sum()
     assert tables.steps["lp_flow"][4] == pytest.approx(-480_000.0 + cost, rel=1e-12)
     np.testing.assert_allclose(paid["nav_per_share"], tables.steps["nav_per_share"][4], rtol=1e-12)
-    reconciles(tables, summary, 1e6)
+    assert_reconciles(tables, summary)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from scenarios import Scenario, flow_frame, market_frame, no_fees, random_scenario
+from scenarios import TOL, Scenario, flow_frame, market_frame, no_fees, random_scenario
 
 from backtest.kernel.types import PNL_COMPONENTS
 from backtest.pricing import price
 from backtest.runner import simulate_frames
 
+pytestmark = pytest.mark.property
+
 SETTINGS = settings()  # the profile's: tests/conftest.py
 SEEDS = st.integers(0, 2**31 - 1)
-TOL = 1e-9  # money, relative to the pool's size
 
 
 def simulate(sc: Scenario, **changes):

@@ -16,6 +16,8 @@ from backtest.inputs.simulate import simulate, write_paths
 from backtest.results.summary import tail_risk
 from backtest.sweep import PointResult, heatmap, sweep
 
+pytestmark = pytest.mark.e2e
+
 GRID = {"hedge.threshold": [0.01, 0.05], "pricing.base_fee": [0.005, 0.02]}
 
 
