@@ -9,7 +9,7 @@ from numba import njit
 
 from backtest.kernel.instrument import hedge_value
 
-DUST = 1e-9  # positions smaller than this (contracts) are closed out
+DUST = 1e-9  # contracts: a smaller position is closed out, a smaller fill or close is rounding
 
 
 # inline: called per series-tick; 1.53 s -> 1.47 s on a 200k-tick board (bench, 2 cores)

@@ -21,7 +21,7 @@ import math
 from numba import njit
 
 from backtest.kernel import slippage
-from backtest.kernel.book import change_position, exposure
+from backtest.kernel.book import DUST, change_position, exposure
 from backtest.kernel.bs import bs_price
 from backtest.kernel.instrument import cash_paid, trade_underlying
 from backtest.kernel.types import (
@@ -37,7 +37,6 @@ from backtest.kernel.valuation import NS_PER_YEAR
 DYNAMIC = COLLATERAL["dynamic"]
 PERP = INSTRUMENT["perp"]
 BISECTIONS = 60
-DUST = 1e-9  # a fill smaller than this (contracts) is rounding left by the cap arithmetic
 TOL = 1e-9  # relative to NAV: shortfalls below it are rounding, not a breach
 MAX_HEDGE_FILLS = 64  # a thin venue may need several fills to unwind the hedge
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
