@@ -2,6 +2,8 @@
 
 Every metric is a polars group-by over `path_id`, so all paths are summarised at once: a Monte
 Carlo run has thousands of paths, and a Python loop over them would cost more than the simulation.
+Each keeps its order (maintain_order): polars otherwise adds a group's floats in an order that
+varies between processes, and identical runs must give identical summaries.
 
 What an LP earned (lp_return, apy, sharpe, volatility, drawdowns) is measured on NAV per share, so
 deposits and withdrawals are not mistaken for profit or loss; without LP flows it is NAV / initial.
@@ -90,7 +92,7 @@ def _daily_metrics(steps: pl.DataFrame) -> pl.DataFrame:
     ret = value / value.shift(1) - 1.0
     sd = ret.std(ddof=1)
     valid = (pl.len() >= 3) & ~((value <= 0) & value.shift(-1).is_not_null()).any() & (sd > 0)
-    return daily.group_by("path_id").agg(
+    return daily.group_by("path_id", maintain_order=True).agg(
         sharpe=_ratio(ret.mean() * math.sqrt(365.0), sd, valid),
         volatility=pl.when(valid).then(sd * math.sqrt(365.0)),
     )
@@ -135,7 +137,7 @@ def _drawdown_metrics(steps: pl.DataFrame) -> pl.DataFrame:
         """The episode holding the path's deepest point (the first, on a tie)."""
         return pl.when(pl.col("depth").max() > 0).then(pl.col(name).get(pl.col("depth").arg_max()))
 
-    return episodes.group_by("path_id").agg(
+    return episodes.group_by("path_id", maintain_order=True).agg(
         # LPs cannot lose more than they put in: what an insolvent pool owes beyond that is
         # bad_debt, borne by whoever the pool owes, not a return below -100 %.
         lp_return=(pl.col("final_per_share").last() / INITIAL_NAV_PER_SHARE - 1.0).clip(-1.0),
@@ -151,7 +153,7 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
     filled, size, reason = pl.col("filled"), pl.col("size"), pl.col("reject_reason")
     rejected = filled == 0
     partial = (filled > 0) & (filled < size)
-    return trades.group_by("path_id").agg(
+    return trades.group_by("path_id", maintain_order=True).agg(
         *[(rejected & (reason == r)).sum().alias(f"n_rejected_{r}") for r in REASONS],
         *[(partial & (reason == r)).sum().alias(f"n_partial_{r}") for r in REASONS],
         n_trades=(filled > 0).sum(),
@@ -171,7 +173,7 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
 
 def _hedge_metrics(hedges: pl.DataFrame) -> pl.DataFrame:
     costs = ("slippage_cost", "gas_cost", "mev_cost")
-    return hedges.group_by("path_id").agg(
+    return hedges.group_by("path_id", maintain_order=True).agg(
         n_hedges=pl.len(),
         hedge_volume=pl.col("qty").abs().sum(),
         hedge_notional=(pl.col("qty").abs() * pl.col("spot")).sum(),
@@ -184,7 +186,7 @@ def _hedge_metrics(hedges: pl.DataFrame) -> pl.DataFrame:
 
 def _liquidation_metrics(closes: pl.DataFrame) -> pl.DataFrame:
     forced = pl.col("reason") == "liquidation"
-    return closes.group_by("path_id").agg(
+    return closes.group_by("path_id", maintain_order=True).agg(
         n_liquidations=forced.sum(),
         liquidation_volume=pl.col("qty").abs().filter(forced).sum(),
     )
@@ -193,7 +195,7 @@ def _liquidation_metrics(closes: pl.DataFrame) -> pl.DataFrame:
 def _lp_metrics(lp: pl.DataFrame) -> pl.DataFrame:
     """What LPs put in and took out, and what their exits cost them."""
     event, amount = pl.col("event"), pl.col("amount")
-    return lp.group_by("path_id").agg(
+    return lp.group_by("path_id", maintain_order=True).agg(
         lp_deposits=amount.filter(event == "deposit").sum(),
         lp_withdrawals=-amount.filter(event == "withdrawal").sum(),
         n_withdrawals=(event == "withdrawal").sum(),
