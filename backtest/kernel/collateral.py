@@ -186,20 +186,19 @@ def gap(acct, pool):
 
 
 @njit(cache=True)
-def _full_after(acct, q0, dq, kind, strike, mark, s_t, perp):
-    """(requirement, locked cash, cash) after the pool trades dq contracts of one series at its
-    mark (fees aside: they only add cash)."""
+def _locks_after(acct, kind, strike, q0, dq, mark, units, s_t, hedge):
+    """(requirement, locked cash) with full collateral after one series moves from q0 by dq
+    contracts (dq = 0: none does) and the hedge is `units`."""
     c0, p0, l0 = exposure(q0, kind, strike, mark)
     c1, p1, l1 = exposure(q0 + dq, kind, strike, mark)
-    req, locked = full_locks(
+    return full_locks(
         acct.short_calls - c0 + c1,
         acct.short_put_strikes - p0 + p1,
         acct.long_value - l0 + l1,
-        acct.units,
+        units,
         s_t,
-        perp,
+        hedge.instrument == PERP,
     )
-    return req, locked, acct.cash - dq * mark
 
 
 @njit(cache=True)
@@ -210,7 +209,6 @@ def _full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge):
     Both are convex and piecewise linear in x, with kinks where the position crosses zero and
     where the short calls pass the long hedge units: evaluated at those points, the answer is
     a linear interpolation, exact to rounding."""
-    perp = hedge.instrument == PERP
     q0, kind, strike, mark = book.qty[i], ser.kind[i], ser.strike[i], book.price[i]
     cap = pool.max_utilisation * acct.nav
     bound = max(acct.requirement - cap, acct.locked_cash - acct.cash, 0.0)
@@ -223,8 +221,9 @@ def _full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge):
     for x in (a, b, size):
         if x <= prev_x or x > size:
             continue
-        req, locked, cash = _full_after(acct, q0, direction * x, kind, strike, mark, s_t, perp)
-        r, f = req - cap, locked - cash
+        dq = direction * x
+        req, locked = _locks_after(acct, kind, strike, q0, dq, mark, acct.units, s_t, hedge)
+        r, f = req - cap, locked - (acct.cash - dq * mark)  # fees aside: they only add cash
         for g, g0 in ((r, prev_r), (f, prev_f)):
             if g > bound * (1.0 + 1e-12) + 1e-9:
                 best = min(best, prev_x + (bound - g0) * (x - prev_x) / (g - g0))
@@ -289,14 +288,7 @@ def _hedge_state(acct, x, s_t, iv, hedge, slip):
     cost = slip_cost + gas + mev
     cash = acct.cash - cash_paid(filled, s_t, cost, hedge)
     units = acct.units + filled
-    req, locked = full_locks(
-        acct.short_calls,
-        acct.short_put_strikes,
-        acct.long_value,
-        units,
-        s_t,
-        hedge.instrument == PERP,
-    )
+    req, locked = _locks_after(acct, 1.0, 0.0, 0.0, 0.0, 0.0, units, s_t, hedge)
     return req, locked, cash, acct.nav - cost, debt(cash, units, s_t, hedge)
 
 
@@ -404,12 +396,12 @@ def _shortfall_after(i, x, paired, t, mk, ser, book, acct, reserve, cap, pool, h
     of the hedge alone (i < 0)."""
     s_t, iv = mk.spot[t], mk.iv[t]
     if i >= 0:
-        q0, mark = book.qty[i], book.price[i]
+        q0, mark, kind, strike = book.qty[i], book.price[i], ser.kind[i], ser.strike[i]
         dq = x if q0 < 0.0 else -x
         penalty = x * mark * pool.liquidation_penalty
         dunits = _paired_units(book, acct, i, dq, paired)
     else:
-        q0, mark, dq, penalty = 0.0, 0.0, 0.0, 0.0
+        q0, mark, kind, strike, dq, penalty = 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
         dunits = -math.copysign(x, acct.units)
     filled, _, slip_cost, gas, mev = slippage.execute(dunits, s_t, iv, slip)
     cost = slip_cost + gas + mev
@@ -418,14 +410,7 @@ def _shortfall_after(i, x, paired, t, mk, ser, book, acct, reserve, cap, pool, h
     if pool.collateral == DYNAMIC:
         req = dynamic_after(book, i, dq, mark, filled, s_t, pool)
         return shortfall(req, req, cash, nav, reserve, cap, pool)
-    calls, strikes, longs = acct.short_calls, acct.short_put_strikes, acct.long_value
-    if i >= 0:
-        c0, p0, l0 = exposure(q0, ser.kind[i], ser.strike[i], mark)
-        c1, p1, l1 = exposure(q0 + dq, ser.kind[i], ser.strike[i], mark)
-        calls, strikes, longs = calls - c0 + c1, strikes - p0 + p1, longs - l0 + l1
-    req, locked = full_locks(
-        calls, strikes, longs, acct.units + filled, s_t, hedge.instrument == PERP
-    )
+    req, locked = _locks_after(acct, kind, strike, q0, dq, mark, acct.units + filled, s_t, hedge)
     return shortfall(req, locked, cash, nav, reserve, cap, pool)
 
 
