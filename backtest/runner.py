@@ -47,7 +47,6 @@ from backtest.kernel.types import (
 )
 from backtest.plan import Plan
 from backtest.results import runfolder, tables
-from backtest.results.report import build_report
 from backtest.results.summary import summarise
 from backtest.results.tables import Tables
 
@@ -291,6 +290,8 @@ def run(
     has_tables = (final / "steps.parquet").exists() or keep == "summary"
     if final.exists() and has_tables and not force:  # a summary-only run does not serve "all"
         if report and not (final / "report.html").exists():
+            from backtest.results.report import build_report  # matplotlib: 0.2 s of start-up
+
             build_report(final)
         return Run(final, reused=True)
     keep_tables = keep == "all"

@@ -18,7 +18,6 @@ import polars as pl
 import pyarrow.parquet as pq
 import tomli_w
 
-from backtest.results.report import build_report
 from backtest.results.summary import distribution
 
 if TYPE_CHECKING:
@@ -100,6 +99,9 @@ class RunFolderWriter:
         (tmp / "summary.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
         summary.write_parquet(tmp / "summary.parquet")
         if self.report:
+            # imported here: its plots import matplotlib, 0.2 s a --no-report run need not pay
+            from backtest.results.report import build_report
+
             build_report(tmp)
         if final.exists():
             trash = final.with_name(f".{final.name}.old-{os.getpid()}")
