@@ -33,6 +33,13 @@ def test_a_run_without_report_loads_no_plotting_or_query_library():
     assert loaded.isdisjoint({"matplotlib", "duckdb", "jinja2"}), loaded
 
 
+@pytest.mark.parametrize("module", ["backtest.sweep", "backtest.regress"])
+def test_sweep_and_regress_workers_load_no_plotting_or_query_library(module):
+    """Their spawned workers import these modules to run a point or a strategy."""
+    loaded = loaded_after(f"import {module}")
+    assert loaded.isdisjoint({"matplotlib", "duckdb", "jinja2"}), loaded
+
+
 @pytest.mark.e2e
 def test_dhlp_run_no_report_loads_no_plotting_or_query_library(tmp_path):
     """The whole command, kernel and run folder included (a short window of the default)."""
