@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import tomllib
@@ -514,4 +515,9 @@ def bench(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The process ends next. Frozen, the objects a run leaves (about 150,000, most of them
+        # numba's) are skipped by the collector's passes at interpreter exit: 0.2 s of every run.
+        gc.freeze()
