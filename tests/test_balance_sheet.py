@@ -192,7 +192,7 @@ def stale_hedge_state(units: float, calls: float):
         np.zeros(1, np.int64),
         np.zeros(1, np.int64),
     )
-    book = new_book(1)
+    book = new_book(ser)
     book.qty[0], book.sigma[0] = -calls, 0.6
     book.price[0] = price("C", 2000.0, 2000.0, 7 / 365, 0.6)
     book.live[0] = 0

@@ -19,18 +19,24 @@ _MIN_STDDEV = 1e-12
 _MAX_D = 1e6
 
 
-@njit(cache=True)
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
 def norm_cdf(x):
     """Standard normal CDF via erfc, which keeps full relative accuracy in the lower tail."""
     return 0.5 * math.erfc(-x / _SQRT2)
 
 
-@njit(cache=True)
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
 def norm_pdf(x):
     return _INV_SQRT_2PI * math.exp(-0.5 * x * x)
 
 
-@njit(cache=True)
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
 def _intrinsic(kind, spot, strike):
     """Value and delta with no variance left: a step in spot, delta 0.5*kind exactly on the kink."""
     gap = kind * (spot - strike)
@@ -42,7 +48,16 @@ def _intrinsic(kind, spot, strike):
 
 
 @njit(cache=True)
-def _flat(kind, spot, strike, tau, vol, rate):
+def terms(spot, strike, tau, rate):
+    """(log spot, log strike, sqrt tau, discount factor): the parts of a valuation that series
+    sharing a tick, a strike or an expiry can share (valuation.py computes each once)."""
+    return math.log(spot), math.log(strike), math.sqrt(max(tau, 0.0)), math.exp(-rate * tau)
+
+
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
+def _flat(kind, spot, strike, tau, stddev, disc, rate):
     """(is_flat, price, delta, theta) for the cases the closed form cannot divide through.
 
     Expired (tau <= 0): intrinsic, theta 0. No variance (vol*sqrt(tau) tiny): intrinsic against
@@ -51,24 +66,23 @@ def _flat(kind, spot, strike, tau, vol, rate):
     if tau <= 0.0:
         price, delta = _intrinsic(kind, spot, strike)
         return True, price, delta, 0.0
-    if vol * math.sqrt(tau) >= _MIN_STDDEV:
+    if stddev >= _MIN_STDDEV:
         return False, 0.0, 0.0, 0.0
-    disc_strike = strike * math.exp(-rate * tau)
+    disc_strike = strike * disc
     price, delta = _intrinsic(kind, spot, disc_strike)
     return True, price, delta, -rate * disc_strike * delta
 
 
-@njit(cache=True)
-def _d1_d2(spot, strike, tau, vol, rate):
-    """d1, d2 without forming vol**2 or spot/strike, so neither can overflow."""
-    stddev = vol * math.sqrt(tau)
-    m = (math.log(spot) - math.log(strike) + rate * tau) / stddev
+@njit(cache=True, inline="always")
+def _d1_d2(log_spot, log_strike, tau, stddev, rate):
+    """d1, d2 from logs, without forming vol**2 or spot/strike, so neither can overflow."""
+    m = (log_spot - log_strike + rate * tau) / stddev
     d1 = min(max(m + 0.5 * stddev, -_MAX_D), _MAX_D)
     d2 = min(max(m - 0.5 * stddev, -_MAX_D), _MAX_D)
     return d1, d2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _value(kind, spot, disc_strike, d1, d2):
     """Price plus N(kind*d1), N(kind*d2), which the greeks reuse.
 
@@ -79,24 +93,29 @@ def _value(kind, spot, disc_strike, d1, d2):
     return max(kind * (spot * n1 - disc_strike * n2), 0.0), n1, n2
 
 
-@njit(cache=True)
-def bs_price(kind, spot, strike, tau, vol, rate):
-    flat, price, _, _ = _flat(kind, spot, strike, tau, vol, rate)
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
+def price_from_terms(kind, spot, log_spot, strike, log_strike, tau, sqrt_tau, disc, vol, rate):
+    stddev = vol * sqrt_tau
+    flat, price, _, _ = _flat(kind, spot, strike, tau, stddev, disc, rate)
     if flat:
         return price
-    d1, d2 = _d1_d2(spot, strike, tau, vol, rate)
-    return _value(kind, spot, strike * math.exp(-rate * tau), d1, d2)[0]
+    d1, d2 = _d1_d2(log_spot, log_strike, tau, stddev, rate)
+    return _value(kind, spot, strike * disc, d1, d2)[0]
 
 
-@njit(cache=True)
-def bs_greeks(kind, spot, strike, tau, vol, rate):
-    """(price, delta, gamma, vega, theta, vanna, volga) from one d1/d2 evaluation."""
-    flat, price, delta, theta = _flat(kind, spot, strike, tau, vol, rate)
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
+def greeks_from_terms(kind, spot, log_spot, strike, log_strike, tau, sqrt_tau, disc, vol, rate):
+    """(price, delta, gamma, vega, theta, vanna, volga) from one d1/d2 evaluation, given terms()."""
+    stddev = vol * sqrt_tau
+    flat, price, delta, theta = _flat(kind, spot, strike, tau, stddev, disc, rate)
     if flat:
         return price, delta, 0.0, 0.0, theta, 0.0, 0.0
-    d1, d2 = _d1_d2(spot, strike, tau, vol, rate)
-    sqrt_tau = math.sqrt(tau)
-    disc_strike = strike * math.exp(-rate * tau)
+    d1, d2 = _d1_d2(log_spot, log_strike, tau, stddev, rate)
+    disc_strike = strike * disc
     price, n1, n2 = _value(kind, spot, disc_strike, d1, d2)
     pdf = norm_pdf(d1)
     # Products are ordered so a zero pdf zeroes them before a huge factor can reach inf.
@@ -106,6 +125,23 @@ def bs_greeks(kind, spot, strike, tau, vol, rate):
     vanna = -pdf * d2 / vol
     volga = vega * d1 * d2 / vol
     return price, kind * n1, gamma, vega, theta, vanna, volga
+
+
+@njit(cache=True)
+def bs_price(kind, spot, strike, tau, vol, rate):
+    log_spot, log_strike, sqrt_tau, disc = terms(spot, strike, tau, rate)
+    return price_from_terms(
+        kind, spot, log_spot, strike, log_strike, tau, sqrt_tau, disc, vol, rate
+    )
+
+
+@njit(cache=True)
+def bs_greeks(kind, spot, strike, tau, vol, rate):
+    """(price, delta, gamma, vega, theta, vanna, volga) from one d1/d2 evaluation."""
+    log_spot, log_strike, sqrt_tau, disc = terms(spot, strike, tau, rate)
+    return greeks_from_terms(
+        kind, spot, log_spot, strike, log_strike, tau, sqrt_tau, disc, vol, rate
+    )
 
 
 @njit(cache=True)

@@ -6,7 +6,8 @@ from backtest.kernel.instrument import hedge_carry
 from backtest.kernel.valuation import NS_PER_YEAR
 
 
-# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+# inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def fund(t, mk, acct, row, pool, hedge):
     """pnl_interest: idle yield on the free cash of t-1 less borrow_rate on negative cash;

@@ -121,7 +121,8 @@ def update(book, acct, s_t, pool, hedge):
         )
 
 
-# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+# inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def refresh(t, mk, ser, book, acct, pool, hedge):
     """The collateral at tick t from scratch (re-pricing every stress scenario, if dynamic)."""
@@ -558,7 +559,8 @@ def close_all(t, mk, ser, book, acct, row, records, reason, pool, hedge, slip):
             return
 
 
-# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+# inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def liquidate(t, mk, ser, book, acct, row, records, pool, hedge, slip):
     """Step 6, risk: a pool the market pushed beyond its collateral (gap > 0) liquidates back to

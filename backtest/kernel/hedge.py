@@ -65,7 +65,8 @@ def capped(order, hedge_after_pending, spot, hedge):
     return min(max(order, -max_units), max_units)
 
 
-# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+# inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
     """Fill what was decided `latency` ticks ago at this tick's price, then decide. A pool its

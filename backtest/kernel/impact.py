@@ -16,16 +16,19 @@ def impact_on(pricing):
     return pricing.iv_impact > 0.0 or pricing.skew_impact > 0.0
 
 
-# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+# inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def begin_tick(impact, elapsed_ns, pricing):
     """Decay the impact of earlier trades over elapsed_ns and take the tick's snapshot."""
     if impact_on(pricing):
         factor = 0.5 ** (elapsed_ns / NS_PER_HOUR / pricing.impact_half_life)
-        impact.expiry[:] *= factor
-        impact.strike[:] *= factor
-        impact.expiry_snap[:] = impact.expiry
-        impact.strike_snap[:] = impact.strike
+        for e in range(impact.expiry.shape[0]):  # loops, not slices: those allocate a temporary
+            impact.expiry[e] *= factor
+            impact.expiry_snap[e] = impact.expiry[e]
+        for k in range(impact.strike.shape[0]):
+            impact.strike[k] *= factor
+            impact.strike_snap[k] = impact.strike[k]
 
 
 @njit(cache=True)

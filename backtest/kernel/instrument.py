@@ -11,7 +11,8 @@ from backtest.kernel.types import INSTRUMENT
 PERP = INSTRUMENT["perp"]
 
 
-# inline: a step of the tick; all steps un-inlined cost 0.33 s vs 0.17 s on 200k flat ticks
+# inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def mark_hedge(acct, row, ds, hedge):
     """The hedge's part of the move from t-1 to t; a perp settles it in cash at once."""

@@ -19,10 +19,12 @@ from backtest.kernel.types import (
     N_SCENARIOS,
     POLICY,
     Book,
+    ExpiryTerms,
     FlowRows,
     Impact,
     LpRows,
     MarketPath,
+    PathState,
     PendingHedges,
     Records,
     WithdrawalQueue,
@@ -32,7 +34,11 @@ NO_POLICY = POLICY["none"]
 
 
 @njit(cache=True)
-def new_book(n_series):
+def new_book(ser):
+    n_series = ser.strike.shape[0]
+    log_strike = np.empty(n_series)
+    for i in range(n_series):
+        log_strike[i] = math.log(ser.strike[i])
     return Book(
         np.zeros(n_series),
         np.zeros(n_series),
@@ -47,22 +53,62 @@ def new_book(n_series):
         np.empty(n_series, np.int64),
         np.zeros((n_series, N_SCENARIOS)),
         np.zeros(N_SCENARIOS),
-        np.zeros(N_SCENARIOS),
+        log_strike,
     )
 
 
+# _nrt=False: the tick loop runs without numba's reference counting. Every step is inlined
+# here and takes NamedTuples of arrays; numba increfs each array a step binds and, once branches
+# and raises make the pass that prunes those pairs give up, does so per series-tick: atomic
+# operations were 88 % of the kernel's time (perf). All allocation happens in run_path, which
+# keeps every array alive while this runs; a step that allocated would fail to compile here.
+@njit(cache=True, _nrt=False)
+def ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, out, state):
+    bk, terms, imp, pending, queue = (
+        state.book,
+        state.terms,
+        state.impact,
+        state.pending,
+        state.queue,
+    )
+    acct = state.account[0]
+    for t in range(mk.ts.shape[0]):
+        row = out.steps[t]
+        if t > 0:
+            instrument.mark_hedge(acct, row, mk.spot[t] - mk.spot[t - 1], hedging)
+            impact.begin_tick(imp, mk.ts[t] - mk.ts[t - 1], pricing)
+            attribution.mark_book(t, mk, ser, surf, imp, terms, bk, acct, row, out.series, pricing)
+            book.settle(bk, acct, ser, mk.ts[t])
+            carry.fund(t, mk, acct, row, pool, hedging)
+        book.revalue(bk, acct, ser, mk.spot[t], hedging)
+        collateral.refresh(t, mk, ser, bk, acct, pool, hedging)
+        circuit_breaker(t, mk, state.log_iv_sum, acct, pricing)
+        trade(t, mk, ser, surf, imp, terms, flow, bk, acct, row, out, pool, pricing, hedging)
+        if hedging.policy != NO_POLICY:
+            hedge.hedge_step(t, mk, pending, bk, acct, row, out.hedges, pool, hedging, slip)
+        collateral.liquidate(t, mk, ser, bk, acct, row, out, pool, hedging, slip)
+        lp.lp_step(t, mk, ser, lp_rows, queue, bk, acct, row, out, pool, hedging, slip, lp_params)
+        if acct.nav < 0.0 or (acct.nav == 0.0 and acct.shares > 0.0):
+            acct.insolvent = 1  # equity gone: bad debt, no more flow
+        record(t, mk, acct, row, pool, hedging)
+        acct.cash_prev = acct.cash
+        acct.free_prev = acct.cash - acct.locked_cash
+
+
 @njit(cache=True)
-def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, out):
-    """Run one path into its records; returns how many hedge, close and LP records it made
-    (which may exceed the room in `out`: the caller then reruns with more)."""
+def new_state(mk, ser, lp_rows, pool, hedging, lp_params):
+    """One path's state at its first tick: an empty book and the pool's initial capital."""
     n_ticks = mk.ts.shape[0]
     n_series = ser.expiry.shape[0]
     n_expiries = ser.expiry_id.max() + 1 if n_series else 0
     n_strikes = ser.strike_id.max() + 1 if n_series else 0
-
-    bk = new_book(n_series)
-    account = np.zeros(1, ACCOUNT_DTYPE)
-    acct = account[0]  # a view: `account` must stay alive until the end (see the return)
+    terms = ExpiryTerms(
+        np.full(n_expiries, -1, np.int64),
+        np.zeros(n_expiries),
+        np.zeros(n_expiries),
+        np.zeros(n_expiries),
+        np.zeros(n_expiries),
+    )
     imp = Impact(
         np.zeros(n_expiries), np.zeros(n_strikes), np.zeros(n_expiries), np.zeros(n_strikes)
     )
@@ -73,6 +119,8 @@ def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_para
     for t in range(n_ticks):
         log_iv_sum[t + 1] = log_iv_sum[t] + math.log(mk.iv[t])
 
+    account = np.zeros(1, ACCOUNT_DTYPE)
+    acct = account[0]  # a view: it does not keep `account` alive, the state below does
     acct.cash = pool.initial_capital
     acct.cash_prev = pool.initial_capital
     acct.nav = pool.initial_capital
@@ -82,35 +130,22 @@ def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_para
     acct.run_level = lp_params.run_drawdown
     acct.last_bucket = -1
     acct.halt_until = np.iinfo(np.int64).min
-
-    for t in range(n_ticks):
-        row = out.steps[t]
-        if t > 0:
-            instrument.mark_hedge(acct, row, mk.spot[t] - mk.spot[t - 1], hedging)
-            impact.begin_tick(imp, mk.ts[t] - mk.ts[t - 1], pricing)
-            attribution.mark_book(t, mk, ser, surf, imp, bk, acct, row, out.series, pricing)
-            book.settle(bk, acct, ser, mk.ts[t])
-            carry.fund(t, mk, acct, row, pool, hedging)
-        book.revalue(bk, acct, ser, mk.spot[t], hedging)
-        collateral.refresh(t, mk, ser, bk, acct, pool, hedging)
-        circuit_breaker(t, mk, log_iv_sum, acct, pricing)
-        trade(t, mk, ser, surf, imp, flow, bk, acct, row, out, pool, pricing, hedging)
-        if hedging.policy != NO_POLICY:
-            hedge.hedge_step(t, mk, pending, bk, acct, row, out.hedges, pool, hedging, slip)
-        collateral.liquidate(t, mk, ser, bk, acct, row, out, pool, hedging, slip)
-        lp.lp_step(t, mk, ser, lp_rows, queue, bk, acct, row, out, pool, hedging, slip, lp_params)
-        if acct.nav < 0.0 or (acct.nav == 0.0 and acct.shares > 0.0):
-            acct.insolvent = 1  # equity gone: bad debt, no more flow
-        record(t, mk, acct, row, pool, hedging)
-        acct.cash_prev = acct.cash
-        acct.free_prev = acct.cash - acct.locked_cash
-    # Read through `account`, not `acct`: numba frees an array after its last use, and a record
-    # view does not keep it alive, so `acct` would otherwise point into freed memory.
-    done = account[0]
-    return done.n_hedges, done.n_closes, done.n_lp_events
+    return PathState(new_book(ser), terms, imp, pending, queue, account, log_iv_sum)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
+def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, out):
+    """Run one path into its records; returns how many hedge, close and LP records it made
+    (which may exceed the room in `out`: the caller then reruns with more)."""
+    state = new_state(mk, ser, lp_rows, pool, hedging, lp_params)
+    ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, out, state)
+    # Index the array each time: numba frees an array after its last use, and a record view
+    # (account[0] held in a variable) does not keep it alive.
+    account = state.account
+    return account[0].n_hedges, account[0].n_closes, account[0].n_lp_events
+
+
+@njit(cache=True, parallel=True, nogil=True)
 def run_paths(
     mk,
     tick_offsets,

@@ -4,11 +4,14 @@ Total variance (vol^2 x tenor) is what grows with time, so interpolating it keep
 variance non-negative between grid tenors; beyond the grid the nearest edge's vol is held flat.
 """
 
-import numpy as np
+import math
+
 from numba import njit
 
 
-@njit(cache=True)
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
 def _bracket(grid, x):
     """(lower index, weight of the upper point) for x on an increasing grid, flat outside."""
     n = grid.shape[0]
@@ -16,12 +19,17 @@ def _bracket(grid, x):
         return 0, 0.0
     if x >= grid[n - 1]:
         return n - 2, 1.0
-    hi = np.searchsorted(grid, x)
-    lo = hi - 1
+    lo, hi = 0, n - 1  # grid[lo] < x <= grid[hi], as np.searchsorted (left) would find
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if grid[mid] < x:
+            lo = mid
+        else:
+            hi = mid
     return lo, (x - grid[lo]) / (grid[hi] - grid[lo])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _smile(row, ks, k):
     j, w = _bracket(ks, k)
     if ks.shape[0] == 1:
@@ -29,7 +37,7 @@ def _smile(row, ks, k):
     return row[j] * (1.0 - w) + row[j + 1] * w
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def surface_vol(vols, tenors, ks, tau, k):
     """Vol at (tau years, k = ln K/F) from one snapshot vols[n_tenors, n_k]."""
     i, w = _bracket(tenors, tau)
@@ -41,4 +49,4 @@ def surface_vol(vols, tenors, ks, tau, k):
         return upper
     t0, t1 = tenors[i], tenors[i + 1]
     variance = (lower * lower * t0 * (1.0 - w) + upper * upper * t1 * w) / tau
-    return np.sqrt(variance)
+    return math.sqrt(variance)

@@ -335,7 +335,18 @@ class Book(NamedTuple):
     live: np.ndarray  # indices of open series, live[:acct.n_live]
     scen: np.ndarray  # [series, scenario] stressed prices (dynamic collateral)
     scen_pnl: np.ndarray  # book + hedge PnL per scenario
-    scratch: np.ndarray  # one trade's PnL per scenario
+    log_strike: np.ndarray  # a valuation term that never changes
+
+
+class ExpiryTerms(NamedTuple):
+    """What every series of one expiry shares in a tick's valuation (valuation.expiry_terms),
+    computed once per expiry and tick instead of once per series."""
+
+    at: np.ndarray  # tick the terms are for, -1 never
+    tau: np.ndarray  # years to expiry
+    sqrt_tau: np.ndarray
+    disc: np.ndarray  # e^{-r tau}
+    forward: np.ndarray  # S e^{r tau}
 
 
 class Impact(NamedTuple):
@@ -359,6 +370,18 @@ class PendingHedges(NamedTuple):
 class WithdrawalQueue(NamedTuple):
     due: np.ndarray  # ns
     shares: np.ndarray
+
+
+class PathState(NamedTuple):
+    """Everything one path carries from tick to tick (allocated by loop.run_path)."""
+
+    book: Book
+    terms: ExpiryTerms
+    impact: Impact
+    pending: PendingHedges
+    queue: WithdrawalQueue
+    account: np.ndarray  # one ACCOUNT_DTYPE record
+    log_iv_sum: np.ndarray  # running sum of log iv, for the circuit breaker's trailing mean
 
 
 class Records(NamedTuple):
