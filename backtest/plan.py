@@ -7,6 +7,7 @@ ticks, their flow (generated here when synthetic) aligned to their ticks, and th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,8 @@ def params_from(strategy: Strategy) -> Params:
 def synthetic_flow(strategy: Strategy, market: Market) -> pl.DataFrame:
     """One seeded, validated flow per path; in a multi-path market each path's seed derives from
     the strategy's seed and its path_id, so a path's flow (and its flow_row numbers) does not
-    depend on which batch it is in."""
+    depend on which batch it is in. The paths' flows are validated as one frame (per path, the
+    checks' fixed cost was a fifth of a many-path run), flow_row counted within each path."""
     frames = []
     for k, pid in enumerate(market.path_ids):
         cfg = strategy.flow
@@ -76,8 +78,10 @@ def synthetic_flow(strategy: Strategy, market: Market) -> pl.DataFrame:
         )
         if market.multi_path:
             frame = frame.with_columns(path_id=pl.lit(int(pid), pl.Int64))
-        frames.append(validate_flow(frame, "synthetic flow"))
-    return pl.concat(frames, how="diagonal_relaxed").sort("ts", maintain_order=True)
+        frames.append(frame)
+    flow = validate_flow(pl.concat(frames, how="diagonal_relaxed"), "synthetic flow")
+    first_row = pl.col("flow_row").min().over("path_id")
+    return flow.with_columns(pl.col("flow_row") - first_row)
 
 
 @dataclass
@@ -121,8 +125,20 @@ class Plan:
         )
 
     def batches(self, size: int = PATHS_PER_BATCH) -> Iterator[Batch]:
-        for first in range(0, self.market.n_paths, size):
-            yield self.batch(first, min(first + size, self.market.n_paths))
+        """The batches in path order. The next one is prepared (flow generated and aligned) in
+        a background thread while the caller runs this one: the kernel releases the GIL, so
+        that work overlaps the kernel instead of leaving a core idle between batches."""
+        n = self.market.n_paths
+        bounds = [(first, min(first + size, n)) for first in range(0, n, size)]
+        if not bounds:
+            return
+        with ThreadPoolExecutor(max_workers=1) as ahead:
+            pending = ahead.submit(self.batch, *bounds[0])
+            for following in [*bounds[1:], None]:
+                batch = pending.result()
+                if following is not None:
+                    pending = ahead.submit(self.batch, *following)
+                yield batch
 
     def whole(self) -> Batch:
         return self.batch(0, self.market.n_paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -251,14 +252,37 @@ def simulate(batch: Batch) -> KernelOutput:
 def run_batches(
     plan: Plan, on_batch: Callable[[int, int], None] | None = None
 ) -> Iterator[tuple[pl.DataFrame, Tables]]:
-    """(summary, tables) of each batch of paths, in path order."""
+    """(summary, tables) of each batch of paths, in path order.
+
+    The kernel runs here, without the GIL; a batch's tables and summary are built in a
+    background thread while the kernel runs the next batch (and plan.batches prepares the one
+    after), so a many-path run keeps both cores busy. Each batch's results are its own: the
+    order they are built in cannot change them."""
+
+    def finish(batch: Batch, out: KernelOutput) -> tuple[pl.DataFrame, Tables]:
+        built = tables.build(batch, out)
+        return summarise(batch, built), built
+
     done = 0
-    for batch in plan.batches():
-        built = tables.build(batch, simulate(batch))
-        done += batch.market.n_paths
-        if on_batch is not None:
-            on_batch(done, plan.market.n_paths)
-        yield summarise(batch, built), built
+    with ThreadPoolExecutor(max_workers=1) as behind:
+        submitted = (
+            (batch.market.n_paths, behind.submit(finish, batch, simulate(batch)))
+            for batch in plan.batches()
+        )
+        for n_paths, result in _one_behind(submitted):
+            done += n_paths
+            if on_batch is not None:
+                on_batch(done, plan.market.n_paths)
+            yield result.result()
+
+
+def _one_behind(items: Iterator[Any]) -> Iterator[Any]:
+    """Each item once the next one has been produced (so work on the next is under way)."""
+    previous: list[Any] = []
+    for item in items:
+        yield from previous
+        previous = [item]
+    yield from previous
 
 
 def run(

@@ -16,7 +16,7 @@ from backtest.config import build_strategy
 from backtest.kernel.types import PNL_COMPONENTS
 from backtest.plan import Plan
 from backtest.results.summary import COLUMNS, REASONS, distribution, summary_frame, tail_risk
-from backtest.runner import run, simulate_frames
+from backtest.runner import prepare, run, run_batches, simulate_frames
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -317,3 +317,40 @@ def test_multi_path_summary_json_has_the_distribution(tmp_path, monkeypatch):
     doc = json.loads((result.path / "summary.json").read_text())
     assert doc["n_paths"] == 5 and [row["n_paths"] for row in doc["paths"]] == [5] * 5
     assert doc["distribution"] == pytest.approx(distribution(result.summary))
+
+
+def test_batches_run_overlapped_give_the_tables_of_one_batch(tmp_path, monkeypatch):
+    """The runner builds a batch's tables while the kernel runs the next and the plan prepares
+    the one after; none of that may change a number, and synthetic flow numbers its rows
+    within each path whatever the batch."""
+    market = pl.concat([market_frame(48, seed=k).with_columns(path_id=pl.lit(k)) for k in range(5)])
+    market.write_parquet(tmp_path / "market.parquet")
+    strategy = build_strategy(
+        {
+            "pool": {"initial_capital": 500_000.0},
+            "flow": {"trades_per_day": 20.0},
+            "hedge": {"policy": "threshold", "threshold": 0.01},
+        },
+        "test",
+    )
+    plan = prepare(strategy, market=tmp_path / "market.parquet", flow="synthetic")
+    batches = Plan.batches
+    results = []
+    for size in (5, 2):
+        monkeypatch.setattr(Plan, "batches", lambda plan, size=size: batches(plan, size))
+        parts = list(run_batches(plan))
+        tables = [
+            pl.concat([getattr(t, n) for _, t in parts]) for n in ("steps", "trades", "hedges")
+        ]
+        summary = pl.concat([s for s, _ in parts]).drop("n_paths")  # a batch's, until run() ends
+        results.append([summary, *tables])
+    whole, batched = results
+    assert whole[0].height == 5 and whole[2].height > 0
+    for one, other in zip(whole, batched, strict=True):
+        assert one.equals(other)
+    rows = (
+        plan.batch(0, 5)
+        .flow.group_by("path_id")
+        .agg(first=pl.col("flow_row").min(), last=pl.col("flow_row").max(), n=pl.len())
+    )
+    assert rows.height == 5 and (rows["first"] == 0).all() and (rows["last"] == rows["n"] - 1).all()
