@@ -200,11 +200,12 @@ def test_unknown_import_format(tmp_path):
 
 
 def test_bench_prints_json():
-    result = invoke("bench", "--ticks", "2000", "--trades", "200")
+    result = invoke("bench", "--ticks", "10080", "--trades", "500", "--no-compile", "--no-start-up")
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
-    for key in ("ticks_per_s", "series_ticks_per_s", "greeks_per_s"):
-        assert figures[key] > 0
+    assert figures["ticks"] == 10080 and figures["trades_filled"] > 0
+    assert figures["kernel_vs_floor"] > 0 and figures["run_vs_floor"] > figures["kernel_vs_floor"]
+    assert invoke("bench", "--ticks", "100").exit_code == 2
 
 
 def test_default_strategy_is_bundled():
