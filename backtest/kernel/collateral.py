@@ -18,6 +18,7 @@ Both modes fill trades up to max_utilisation x NAV, and liquidate back to it.
 
 import math
 
+import numpy as np
 from numba import njit
 
 from backtest.kernel import slippage
@@ -40,7 +41,11 @@ BISECTIONS = 60
 TOL = 1e-9  # relative to NAV: shortfalls below it are rounding, not a breach
 MAX_HEDGE_FILLS = 64  # a thin venue may need several fills to unwind the hedge
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-PRO_RATA = -3  # the candidate "a slice of every position"
+# Candidates of shrink as arguments: np.int64 and np.bool_, not literals (see types.py on codes).
+THE_HEDGE = np.int64(-1)  # the candidate "the hedge"
+PRO_RATA = np.int64(-3)  # the candidate "a slice of every position"
+NOT_PAIRED = np.bool_(False)
+NO_SERIES = np.int64(-1)  # dynamic_after with no trade (np.int64: see types.py on codes)
 
 
 # --- full collateral --------------------------------------------------------------------------
@@ -108,7 +113,7 @@ def dynamic_after(book, i, dq, mark, dunits, s_t, pool):
 def update(book, acct, s_t, pool, hedge):
     """Requirement and locked cash from the book's current exposures (or scenario PnLs)."""
     if pool.collateral == DYNAMIC:
-        acct.requirement = dynamic_after(book, -1, 0.0, 0.0, 0.0, s_t, pool)
+        acct.requirement = dynamic_after(book, NO_SERIES, 0.0, 0.0, 0.0, s_t, pool)
         acct.locked_cash = acct.requirement
     else:
         acct.requirement, acct.locked_cash = full_locks(
@@ -496,13 +501,13 @@ def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hed
                 if g < best_g:
                     best, best_paired, best_g, best_x = i, paired, g, size
         if abs(acct.units) > DUST:
-            x = _close_amount(-1, abs(acct.units), False, *args)
-            g = _shortfall_after(-1, x, False, *args)
+            x = _close_amount(THE_HEDGE, abs(acct.units), NOT_PAIRED, *args)
+            g = _shortfall_after(THE_HEDGE, x, NOT_PAIRED, *args)
             if g < best_g:
                 best, best_paired, best_g, best_x = -1, False, g, x
         if best == -2:  # no single close helps (a spread, say): close a slice of everything
-            f = _close_amount(PRO_RATA, 1.0, False, *args)
-            if _after(PRO_RATA, f, False, args) >= now - tol or f <= DUST:
+            f = _close_amount(PRO_RATA, 1.0, NOT_PAIRED, *args)
+            if _after(PRO_RATA, f, NOT_PAIRED, args) >= now - tol or f <= DUST:
                 return
             close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge, slip)
             continue

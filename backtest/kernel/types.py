@@ -22,9 +22,13 @@ REBALANCE = {"zero": 0, "edge": 1}
 REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker", "leverage")
 REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED, REJECT_LEVERAGE = range(5)
 
+# Codes handed to kernel functions as arguments are np.int64, not int: numba compiles a
+# function once per distinct int literal it is called with (shrink twice, record_lp four
+# times), and a cold compile is already slow.
+#
 # Why the pool closed a position itself: to restore its collateral, or to pay a leaving LP.
 CLOSE_REASONS = ("liquidation", "withdrawal")
-LIQUIDATION, WITHDRAWAL = len(POLICY), len(POLICY) + 1
+LIQUIDATION, WITHDRAWAL = np.int64(len(POLICY)), np.int64(len(POLICY) + 1)
 # Why a hedge traded: the policy that decided it (codes shared with POLICY), or a forced close.
 HEDGE_REASONS = {code: name for name, code in POLICY.items()} | {
     LIQUIDATION: "liquidation",
@@ -33,7 +37,7 @@ HEDGE_REASONS = {code: name for name, code in POLICY.items()} | {
 
 # What happened in an LP event.
 LP_EVENTS = ("deposit", "request", "withdrawal", "rejected")
-LP_DEPOSIT, LP_REQUEST, LP_WITHDRAWAL, LP_REJECTED = range(4)
+LP_DEPOSIT, LP_REQUEST, LP_WITHDRAWAL, LP_REJECTED = np.arange(4, dtype=np.int64)
 
 # PnL components, in the order of the steps record; their sum is pnl_total.
 PNL_COMPONENTS = (
