@@ -74,6 +74,9 @@ class FlowConfig(StrictSection):
     moneyness_sd: Positive = 0.08
     informed_fraction: Fraction = 0.0
     informed_horizon: Positive = 24.0
+    # Price-elastic traders (synthetic and imported flow alike): 0 = every trader takes the price.
+    elasticity: NonNeg = 0.0
+    reference_spread_vol: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
 
 
 class PoolConfig(StrictSection):

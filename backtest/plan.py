@@ -120,7 +120,7 @@ class Plan:
             surface=self.surface,
             market=market,
             flow=flow,
-            aligned=align_flow(flow, market, self.end_ns),
+            aligned=align_flow(flow, market, self.end_ns, self.strategy.flow.seed),
             lp_flows=align_lp_flows(self.lp_flows, market),
         )
 

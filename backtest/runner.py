@@ -237,7 +237,7 @@ def simulate(batch: Batch) -> KernelOutput:
                 fl.series_strike_id,
             ),
             SurfaceGrid(surf.tenors, surf.log_moneyness, surf.vols),
-            FlowRows(fl.tick, fl.series, fl.side, fl.size),
+            FlowRows(fl.tick, fl.series, fl.side, fl.size, fl.informed, fl.u),
             fl.offsets,
             LpRows(*batch.lp_flows),
             *batch.params,

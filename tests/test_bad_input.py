@@ -153,6 +153,8 @@ STRATEGY_CASES = {
     "out of range": ("[pool]\nmax_utilisation = -1\n", ["[pool] max_utilisation"]),
     "wrong type": ('[pricing]\nbase_fee = "lots"\n', ["[pricing] base_fee"]),
     "boolean": ("[flow]\nstrike_step = true\n", ["[flow] strike_step", "boolean"]),
+    "negative elasticity": ("[flow]\nelasticity = -1\n", ["[flow] elasticity"]),
+    "spread above 100 vol": ("[flow]\nreference_spread_vol = 2\n", ["[flow] reference_spread_vol"]),
     "bad toml": ("[pool\n", ["not valid TOML"]),
     "bad interval": ('[hedge]\ninterval = "often"\n', ["[hedge] interval"]),
     "bad date": ('[data]\nstart = "yesterday"\n', ["[data] start"]),

@@ -92,6 +92,8 @@ NO_TRADES = pl.DataFrame(
         "fee_vega": pl.Float64,
         "informed": pl.Boolean,
         "pnl_held_to_expiry": pl.Float64,
+        "spot": pl.Float64,
+        "fee_forgone": pl.Float64,
     }
 )
 NO_HEDGES = pl.DataFrame(
@@ -217,14 +219,18 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     )
     trades = pl.DataFrame(
         {
-            "path_id": [0] * 6,
-            "size": [1.0, 2.0, 4.0, 3.0, 5.0, 5.0],
-            "filled": [1.0, 2.0, 1.0, 0.0, 0.0, 0.0],
-            "reject_reason": ["", "", "utilisation", "utilisation", "utilisation", "insolvent"],
-            "vega": [10.0, -20.0, 5.0, 5.0, 5.0, 5.0],
-            "fee_vega": [0.5, 0.0, 1.0, 0.0, 0.0, 0.0],
-            "informed": [True, False, False, False, False, True],
-            "pnl_held_to_expiry": [-7.0, 3.0, float("nan"), 0.0, 0.0, 0.0],
+            "path_id": [0] * 7,
+            "size": [1.0, 2.0, 4.0, 3.0, 5.0, 5.0, 2.0],
+            "filled": [1.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            "reject_reason": [
+                *("", "", "utilisation", "utilisation", "utilisation", "insolvent", "price")
+            ],
+            "vega": [10.0, -20.0, 5.0, 5.0, 5.0, 5.0, 5.0],
+            "fee_vega": [0.5, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            "informed": [True, False, False, False, False, True, False],
+            "pnl_held_to_expiry": [-7.0, 3.0, float("nan"), 0.0, 0.0, 0.0, 0.0],
+            "spot": [100.0] * 6 + [150.0],
+            "fee_forgone": [0.0] * 6 + [0.7],
         }
     )
     hedges = pl.DataFrame(
@@ -239,10 +245,14 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     )
     row = summarise_one(steps, trades, hedges)
     assert row["gamma_theta_ratio"] == pytest.approx(0.6)
-    assert (row["n_flow"], row["n_trades"], row["n_partial"], row["n_rejected"]) == (6, 3, 1, 3)
+    assert (row["n_flow"], row["n_trades"], row["n_partial"], row["n_rejected"]) == (7, 3, 1, 4)
     assert row["n_rejected_utilisation"] == 2 and row["n_rejected_insolvent"] == 1
     assert row["n_partial_utilisation"] == 1 and row["n_partial_insolvent"] == 0
-    assert row["fill_ratio"] == pytest.approx(4 / 20)
+    assert row["fill_ratio"] == pytest.approx(4 / 22)
+    # Flow lost to the reference venue: one row, 2 contracts at spot 150, a quoted fee of 0.7.
+    assert row["n_rejected_price"] == 1
+    assert row["notional_lost_to_reference"] == pytest.approx(300.0)
+    assert row["fees_forgone"] == pytest.approx(0.7)
     assert row["volume"] == pytest.approx(4.0)
     assert (row["n_hedges"], row["hedge_volume"]) == (2, pytest.approx(5.0))
     assert row["hedge_notional"] == pytest.approx(800.0)

@@ -31,6 +31,8 @@ FLOW_SCHEMA = {
 }
 FLOW_COLUMNS = tuple(FLOW_SCHEMA)
 ALL_PATHS = -1
+# Spawn key of the stream of price-elastic traders' draws, apart from the generator's streams.
+ACCEPTANCE_STREAM = 1
 
 
 def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
@@ -111,6 +113,8 @@ class AlignedFlow:
     series: np.ndarray  # int64: index into the series arrays
     side: np.ndarray  # float64 +1/-1
     size: np.ndarray
+    informed: np.ndarray  # bool
+    u: np.ndarray  # float64 in [0, 1): the row's draw against its acceptance probability
     offsets: np.ndarray
     series_expiry: np.ndarray  # int64 ns
     series_strike: np.ndarray
@@ -119,7 +123,16 @@ class AlignedFlow:
     series_strike_id: np.ndarray  # int64: same for (expiry, strike), calls and puts alike
 
 
-def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None) -> AlignedFlow:
+def acceptance_draws(seed: int, path_id: int, flow_row: np.ndarray) -> np.ndarray:
+    """Each row's uniform for the price-elastic trader: draw number flow_row of a stream seeded
+    by (seed, path_id), so it depends on neither the window, the batch nor the order rows are
+    priced in, and an imported file gets draws like the generator's rows."""
+    seq = np.random.SeedSequence([seed, path_id], spawn_key=(ACCEPTANCE_STREAM,))
+    n = int(flow_row.max()) + 1 if flow_row.size else 0
+    return np.random.default_rng(seq).random(n)[flow_row]
+
+
+def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None, seed: int) -> AlignedFlow:
     """Assign each row to its path and pricing tick; rows outside the window are dropped."""
     keys = (
         flow.select("expiry", "strike", "kind")
@@ -140,7 +153,8 @@ def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None) -> Aligne
             & (pl.col("ts") < (end_ns if end_ns is not None else np.iinfo(np.int64).max))
         )
         tick = np.searchsorted(ts, rows["ts"].to_numpy(), side="right") - 1
-        parts.append(rows.with_columns(tick=pl.Series(tick, dtype=pl.Int64)))
+        u = acceptance_draws(seed, int(pid), rows["flow_row"].to_numpy())
+        parts.append(rows.with_columns(tick=pl.Series(tick, dtype=pl.Int64), u=pl.Series(u)))
         counts.append(rows.height)
     rows = pl.concat(parts)
     return AlignedFlow(
@@ -149,6 +163,8 @@ def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None) -> Aligne
         series=rows["series"].to_numpy().astype(np.int64),
         side=rows["side"].to_numpy().astype(np.float64),
         size=rows["size"].to_numpy().astype(np.float64),
+        informed=rows["informed"].to_numpy().astype(np.bool_),
+        u=rows["u"].to_numpy().astype(np.float64),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         series_expiry=keys["expiry"].to_numpy().astype(np.int64),
         series_strike=keys["strike"].to_numpy().astype(np.float64),

@@ -63,7 +63,7 @@ def new_book(ser):
 # operations were 88 % of the kernel's time (perf). All allocation happens in run_path, which
 # keeps every array alive while this runs; a step that allocated would fail to compile here.
 @njit(cache=True, _nrt=False)
-def ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, out, state):
+def ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, fp, out, state):
     bk, terms, imp, pending, queue = (
         state.book,
         state.terms,
@@ -83,7 +83,7 @@ def ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params,
         book.revalue(bk, acct, ser, mk.spot[t], hedging)
         collateral.refresh(t, mk, ser, bk, acct, pool, hedging)
         circuit_breaker(t, mk, state.log_iv_sum, acct, pricing)
-        trade(t, mk, ser, surf, imp, terms, flow, bk, acct, row, out, pool, pricing, hedging)
+        trade(t, mk, ser, surf, imp, terms, flow, bk, acct, row, out, pool, pricing, hedging, fp)
         if hedging.policy != NO_POLICY:
             hedge.hedge_step(t, mk, pending, bk, acct, row, out.hedges, pool, hedging, slip)
         collateral.liquidate(t, mk, ser, bk, acct, row, out, pool, hedging, slip)
@@ -134,11 +134,11 @@ def new_state(mk, ser, lp_rows, pool, hedging, lp_params):
 
 
 @njit(cache=True)
-def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, out):
+def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, fp, out):
     """Run one path into its records; returns how many hedge, close and LP records it made
     (which may exceed the room in `out`: the caller then reruns with more)."""
     state = new_state(mk, ser, lp_rows, pool, hedging, lp_params)
-    ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, out, state)
+    ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, fp, out, state)
     # Index the array each time: numba frees an array after its last use, and a record view
     # (account[0] held in a variable) does not keep it alive.
     account = state.account
@@ -159,6 +159,7 @@ def run_paths(
     hedging,
     slip,
     lp_params,
+    flow_params,
     out,
     offsets,
 ):
@@ -181,13 +182,21 @@ def run_paths(
             ),
             ser,
             surf,
-            FlowRows(flow.tick[fa:fb], flow.series[fa:fb], flow.side[fa:fb], flow.size[fa:fb]),
+            FlowRows(
+                flow.tick[fa:fb],
+                flow.series[fa:fb],
+                flow.side[fa:fb],
+                flow.size[fa:fb],
+                flow.informed[fa:fb],
+                flow.u[fa:fb],
+            ),
             LpRows(lp_rows.tick[k], lp_rows.amount),
             pool,
             pricing,
             hedging,
             slip,
             lp_params,
+            flow_params,
             Records(
                 out.steps[a:b],
                 out.trades[fa:fb],

@@ -10,11 +10,13 @@ from numba import njit
 from backtest.kernel import collateral, impact
 from backtest.kernel.fees import fee_for
 from backtest.kernel.impact import NS_PER_HOUR
+from backtest.kernel.reference import acceptance, reference_price
 from backtest.kernel.types import (
     REJECT_HALTED,
     REJECT_INSOLVENT,
     REJECT_LEVERAGE,
     REJECT_NONE,
+    REJECT_PRICE,
     REJECT_UTILISATION,
 )
 from backtest.kernel.valuation import fill_price, value_series
@@ -41,13 +43,30 @@ def circuit_breaker(t, mk, log_iv_sum, acct, pricing):
     acct.halted = 1 if mk.ts[t] < acct.halt_until else 0
 
 
+@njit(cache=True)
+def quote(i, side, filled, s_t, r_t, ser, terms, book, acct, pricing):
+    """What a fill of `filled` contracts of series i pays, exactly as it is booked: (vol, price
+    per contract with its own impact, fee, the fee's vega part, premium = the cash the pool
+    receives). A price-elastic trader weighs the same numbers before he takes them."""
+    vol, paid = book.sigma[i], book.price[i]
+    move = impact.own_move(side, filled, pricing) if impact.impact_on(pricing) else 0.0
+    if move != 0.0:
+        vol, paid = fill_price(i, s_t, r_t, ser, terms, book, move)
+    fee, fee_vega = fee_for(
+        filled, side, paid, s_t, -side * filled * book.vega[i], acct.book_vega, acct.nav, pricing
+    )
+    return vol, paid, fee, fee_vega, side * filled * paid + fee
+
+
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
-def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pricing, hedge):
+def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pricing, hedge, fp):
     """Fill this tick's flow rows. Every row is priced off the tick's impact snapshot, plus the
     vol move its own fill causes (impact.own_move), which it pays: `impact` in USD, booked as
-    pnl_impact. Its move reaches every mark from the next tick."""
+    pnl_impact. Its move reaches every mark from the next tick. With elasticity > 0 a trader
+    who is not informed takes the quote with probability p (reference.acceptance) against the
+    reference venue, decided by the row's own uniform u; a declined row moves nothing."""
     now, s_t, atm, r_t, snap = mk.ts[t], mk.spot[t], mk.iv[t], mk.rate[t], mk.snap[t]
     acct.traded = 0
     while acct.flow_at < flow.tick.shape[0] and flow.tick[acct.flow_at] == t:
@@ -72,6 +91,8 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         rec.iv = book.sigma[i]
         rec.mark = mark
         rec.vega = book.vega[i]
+        rec.reference = math.nan
+        rec.p_accept = math.nan
         filled = 0.0
         if acct.insolvent == 1:
             rec.reject_reason = REJECT_INSOLVENT
@@ -85,16 +106,23 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         rec.filled = filled
         if filled <= 0.0:
             continue
-        dq = direction * filled
-        paid = mark
-        move = impact.own_move(side, filled, pricing) if impact.impact_on(pricing) else 0.0
-        if move != 0.0:
-            rec.iv, paid = fill_price(i, s_t, r_t, ser, terms, book, move)
-        moved = side * filled * (paid - mark)
-        fee, fee_vega = fee_for(
-            filled, side, paid, s_t, dq * book.vega[i], acct.book_vega, acct.nav, pricing
+        vol, paid, fee, fee_vega, premium = quote(
+            i, side, filled, s_t, r_t, ser, terms, book, acct, pricing
         )
-        premium = side * filled * paid + fee
+        rec.iv = vol
+        rec.mark = paid
+        if fp.elasticity > 0.0 and not flow.informed[fi]:
+            ref = reference_price(i, side, s_t, r_t, atm, snap, ser, surf, terms, book, pricing, fp)
+            p = acceptance(premium / filled - side * ref, book.vega[i], fp.elasticity)
+            rec.reference = ref
+            rec.p_accept = p
+            if flow.u[fi] >= p:
+                rec.reject_reason = REJECT_PRICE
+                rec.filled = 0.0
+                rec.fee_forgone = fee
+                continue
+        dq = direction * filled
+        moved = side * filled * (paid - mark)
         acct.cash += premium
         collateral.trade_position(book, acct, ser, i, dq, s_t, pool, hedge)
         acct.nav += fee + moved
@@ -104,7 +132,6 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         records.series[i].volume += filled
         records.series[i].fees += fee
         records.series[i].impact += moved
-        rec.mark = paid
         rec.fee = fee
         rec.fee_vega = fee_vega
         rec.impact = moved

@@ -19,8 +19,11 @@ INSTRUMENT = {"spot": 0, "perp": 1}
 REBALANCE = {"zero": 0, "edge": 1}
 
 # Why a flow row was not (fully) filled.
-REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker", "leverage")
-REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED, REJECT_LEVERAGE = range(5)
+# "price": a price-elastic trader took the reference venue's price instead of the pool's.
+REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker", "leverage", "price")
+REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED, REJECT_LEVERAGE, REJECT_PRICE = (
+    range(6)
+)
 
 # Codes handed to kernel functions as arguments are np.int64, not int: numba compiles a
 # function once per distinct int literal it is called with (shrink twice, record_lp four
@@ -110,6 +113,9 @@ TRADE_DTYPE = np.dtype(
         ("fee_vega", np.float64),
         ("impact", np.float64),
         ("premium", np.float64),
+        ("reference", np.float64),  # the reference venue's price per contract (NaN: no rule)
+        ("p_accept", np.float64),  # the chance the trader took the pool's price (NaN: no rule)
+        ("fee_forgone", np.float64),  # the fee quoted on a row lost to the reference venue
     ]
 )
 
@@ -272,12 +278,21 @@ class LpParams(NamedTuple):
     withdrawal_fee: float
 
 
+class FlowParams(NamedTuple):
+    """The [flow] keys the kernel reads: the price-elastic trader (the rest shape the
+    synthetic generator, in the inputs layer)."""
+
+    elasticity: float
+    reference_spread_vol: float
+
+
 class Params(NamedTuple):
     pool: PoolParams
     pricing: PricingParams
     hedge: HedgeParams
     slippage: SlippageParams
     lp: LpParams
+    flow: FlowParams
 
 
 # --- inputs and state bundles ---------------------------------------------------------------
@@ -316,6 +331,8 @@ class FlowRows(NamedTuple):
     series: np.ndarray
     side: np.ndarray
     size: np.ndarray
+    informed: np.ndarray  # bool: keeps its own edge rule, never declines on price
+    u: np.ndarray  # the row's uniform draw in [0, 1): it takes the pool's price when u < p
 
 
 class LpRows(NamedTuple):

@@ -44,14 +44,22 @@ def base_vol(snap, atm, tau, k, surf, pricing):
 
 
 @njit(cache=True, inline="always")
+def market_vol(i, snap, atm, ser, surf, terms, pricing):
+    """Series i's vol in the market, before the pool's inventory impact (its expiry's terms are
+    current): what the pool marks at without impact, and what a reference venue quotes around."""
+    e = ser.expiry_id[i]
+    k = math.log(ser.strike[i] / terms.forward[e]) if smile_on(snap, pricing) else 0.0
+    return base_vol(snap, atm, terms.tau[e], k, surf, pricing)
+
+
+@njit(cache=True, inline="always")
 def value_series(i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, impact, terms, book, pricing):
     """Value series i at tick t (the market as scalars) into the book's valuation cache."""
     e = ser.expiry_id[i]
     expiry_terms(terms, e, t, ser.expiry[i], now, s_t, r_t)
     tau = terms.tau[e]
-    k = math.log(ser.strike[i] / terms.forward[e]) if smile_on(snap, pricing) else 0.0
     move = impact.expiry_snap[e] + impact.strike_snap[ser.strike_id[i]]
-    vol = max(base_vol(snap, atm, tau, k, surf, pricing) + move, MIN_VOL)
+    vol = max(market_vol(i, snap, atm, ser, surf, terms, pricing) + move, MIN_VOL)
     price, delta, gamma, vega, theta, vanna, volga = greeks_from_terms(
         ser.kind[i],
         s_t,
@@ -76,13 +84,11 @@ def value_series(i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, impact, terms
 
 
 @njit(cache=True)
-def fill_price(i, s_t, r_t, ser, terms, book, move):
-    """(vol, price) a fill pays when it moves series i's vol by `move` itself: the vol half way
-    through the move, so a fill pays the average of the prices it walks through. Series i was
-    valued in this tick, so its expiry's terms are current."""
-    paid = max(book.sigma[i] + 0.5 * move, MIN_VOL)
+def price_at(i, s_t, r_t, vol, ser, terms, book):
+    """Series i's Black-Scholes price at `vol`; series i was valued in this tick, so its
+    expiry's terms are current."""
     e = ser.expiry_id[i]
-    price = price_from_terms(
+    return price_from_terms(
         ser.kind[i],
         s_t,
         math.log(s_t),
@@ -91,7 +97,14 @@ def fill_price(i, s_t, r_t, ser, terms, book, move):
         terms.tau[e],
         terms.sqrt_tau[e],
         terms.disc[e],
-        paid,
+        vol,
         r_t,
     )
-    return paid, price
+
+
+@njit(cache=True)
+def fill_price(i, s_t, r_t, ser, terms, book, move):
+    """(vol, price) a fill pays when it moves series i's vol by `move` itself: the vol half way
+    through the move, so a fill pays the average of the prices it walks through."""
+    paid = max(book.sigma[i] + 0.5 * move, MIN_VOL)
+    return paid, price_at(i, s_t, r_t, paid, ser, terms, book)

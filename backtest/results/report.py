@@ -72,6 +72,8 @@ METRICS: tuple[tuple[str, str, Formatter], ...] = (
     *[(f"n_rejected_{r}", f"rejected: {r}", _count) for r in REJECT_REASONS if r],
     *[(f"n_partial_{r}", f"partial: {r}", _count) for r in REJECT_REASONS if r],
     ("fill_ratio", "contracts filled / requested", _pct),
+    ("notional_lost_to_reference", "flow lost to the reference venue (USD spot notional)", _money),
+    ("fees_forgone", "fees the lost flow was quoted (USD)", _money),
     ("volume", "contracts traded", _num),
     ("n_hedges", "hedge trades", _count),
     ("hedge_volume", "hedge volume (underlying units)", _num),

@@ -168,6 +168,9 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
         # Each fill's outcome held to expiry, split by who traded: adverse selection in USD.
         pnl_informed=pl.col("pnl_held_to_expiry").filter(pl.col("informed")).fill_nan(None).sum(),
         pnl_noise=pl.col("pnl_held_to_expiry").filter(~pl.col("informed")).fill_nan(None).sum(),
+        # Flow lost to the reference venue (count: n_rejected_price): spot notional, fees.
+        notional_lost_to_reference=(size * pl.col("spot")).filter(reason == "price").sum(),
+        fees_forgone=pl.col("fee_forgone").sum(),
     )
 
 
@@ -223,6 +226,8 @@ AMOUNTS = (
     "fees_vega",
     "pnl_informed",
     "pnl_noise",
+    "notional_lost_to_reference",
+    "fees_forgone",
     "hedge_volume",
     "hedge_notional",
     "hedge_cost",
@@ -294,6 +299,8 @@ COLUMNS = (
     "n_informed",
     "pnl_informed",
     "pnl_noise",
+    "notional_lost_to_reference",
+    "fees_forgone",
     "min_free_cash",
     "peak_leverage",
     "max_collateral_gap",

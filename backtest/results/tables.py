@@ -101,7 +101,6 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             "kind": fl.series_kind,
         }
     ).with_columns(kind=_kind(pl.col("kind")))
-    informed = prep.flow["informed"].to_numpy()[fl.source_row]
     flow_row = prep.flow["flow_row"].to_numpy()[fl.source_row]
     held = _held_to_expiry(prep, out.records.trades)
     trades = (
@@ -112,8 +111,10 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             ts=_timestamp(pl.col("ts")),
             side=pl.col("side").cast(pl.Int8),
             reject_reason=pl.Series(np.array(REJECT_REASONS)[out.records.trades["reject_reason"]]),
-            informed=pl.Series(informed, dtype=pl.Boolean),
+            informed=pl.Series(fl.informed, dtype=pl.Boolean),
             pnl_held_to_expiry=pl.Series(held).fill_nan(None),  # null: expires after the run
+            reference=pl.col("reference").fill_nan(None),  # null: no price rule applied
+            p_accept=pl.col("p_accept").fill_nan(None),
             flow_row=pl.Series(flow_row, dtype=pl.Int64),
         )
         .join(series_keys, on="series", how="left")
@@ -136,6 +137,9 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             "fee_vega",
             "impact",
             "premium",
+            "reference",
+            "p_accept",
+            "fee_forgone",
             "informed",
             "pnl_held_to_expiry",
             "flow_row",
