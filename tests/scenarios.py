@@ -300,6 +300,11 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
     scale = capital * util / 2000.0 / n_trades * float(_pick(rng, 0.5, 2.0, 6.0, 20.0))
     flow = flow.with_columns(size=pl.col("size") / pl.col("size").mean() * scale)
     lp = random_lp(rng, market, capital) if rng.random() < 0.5 else None
+    # Drawn last, so the draws above (and the hit rates they were tuned to) stay as they were.
+    strategy["flow"] = {
+        "elasticity": float(_pick(rng, 0.0, 0.0, 0.0, 0.1, 1.0)),
+        "reference_spread_vol": float(_pick(rng, 0.0, 0.01, 0.05)),
+    }
     return Scenario(seed, strategy, market, flow, lp)
 
 
