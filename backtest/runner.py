@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -226,7 +227,8 @@ def simulate(batch: Batch) -> KernelOutput:
             closes=np.zeros(offsets[-1, 1], CLOSE_DTYPE),
             lp=np.zeros(offsets[-1, 2], LP_DTYPE),
         )
-        counts = run_paths(
+        counts = np.zeros((n_paths, len(RECORD_KINDS)), np.int64)
+        args = (
             MarketPath(mkt.ts, mkt.spot, mkt.iv, mkt.rate, mkt.funding, surf.snapshot_at(mkt.ts)),
             mkt.offsets,
             SeriesSpec(
@@ -243,10 +245,24 @@ def simulate(batch: Batch) -> KernelOutput:
             *batch.params,
             out,
             offsets,
+            counts,
         )
+        in_parallel(n_paths, run_paths, args)
         if (counts <= room).all():
             return KernelOutput(out, offsets, counts)
         room = np.maximum(room, counts)
+
+
+def in_parallel(n_paths: int, kernel: Callable[..., None], args: tuple) -> None:
+    """kernel(first, last, *args) over paths [0, n_paths) on numba's thread count for this
+    thread (numba.set_num_threads: one per sweep worker), a path at a time from a shared queue,
+    so a thread that drew cheap paths takes more. The kernel releases the GIL."""
+    threads = min(numba.get_num_threads(), n_paths)
+    if threads <= 1:
+        kernel(0, n_paths, *args)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda k: kernel(k, k + 1, *args), range(n_paths)))
 
 
 def run_batches(

@@ -82,7 +82,7 @@ def run_point(
     """One point, in whichever process runs it; returns (run_id, reused, summary rows).
 
     Top level and plain arguments, so process pools and Dask can ship it. Points that run side by
-    side get one numba thread each: the kernel's prange over paths would otherwise start a thread
+    side get one numba thread each: the runner's threads over paths would otherwise start a thread
     per core in every worker. The setting is per thread, so it is made here, in the thread that
     runs the kernel (a Dask task does not run in its worker's main thread).
     """

@@ -9,7 +9,7 @@ nav[t] - nav[t-1] == pnl_total[t] + lp_flow[t] holds to rounding.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from backtest.kernel import attribution, book, carry, collateral, hedge, impact, instrument, lp
 from backtest.kernel.record import record
@@ -133,20 +133,10 @@ def new_state(mk, ser, lp_rows, pool, hedging, lp_params):
     return PathState(new_book(ser), terms, imp, pending, queue, account, log_iv_sum)
 
 
-@njit(cache=True)
-def run_path(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, fp, out):
-    """Run one path into its records; returns how many hedge, close and LP records it made
-    (which may exceed the room in `out`: the caller then reruns with more)."""
-    state = new_state(mk, ser, lp_rows, pool, hedging, lp_params)
-    ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, fp, out, state)
-    # Index the array each time: numba frees an array after its last use, and a record view
-    # (account[0] held in a variable) does not keep it alive.
-    account = state.account
-    return account[0].n_hedges, account[0].n_closes, account[0].n_lp_events
-
-
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def run_paths(
+    first,
+    last,
     mk,
     tick_offsets,
     ser,
@@ -162,48 +152,60 @@ def run_paths(
     flow_params,
     out,
     offsets,
+    counts,
 ):
-    """Every path in parallel; path k writes only its own slices, so the result equals serial.
+    """Paths first..last-1, one after the other, each into its own slices of the records, and
+    how many records of each kind each made into counts[k] (which may exceed the room: the
+    caller then reruns with more). Without the GIL: the runner runs paths in threads, and since
+    path k writes only its own slices, the result equals a serial run. (No prange: its wrapper
+    cost 5 s of every cold compile, a third level at which LLVM optimises the whole kernel.)
 
     mk, flow and the records hold every path back to back (path k: ticks tick_offsets[k:k+2],
     flow rows flow_offsets[k:k+2], records of kind j (types.RECORD_KINDS) offsets[k:k+2, j]);
-    LP flows apply to every path, each with its own ticks (lp_rows.tick[k]). The parameter
-    groups come one by one: numba cannot hand a NamedTuple of NamedTuples to a parallel loop's
-    body. Returns how many records of each kind each path made.
+    LP flows apply to every path, each with its own ticks (lp_rows.tick[k]).
     """
-    n_paths = tick_offsets.shape[0] - 1
-    counts = np.zeros((n_paths, 3), np.int64)
-    for k in prange(n_paths):
+    for k in range(first, last):
         a, b = tick_offsets[k], tick_offsets[k + 1]
         fa, fb = flow_offsets[k], flow_offsets[k + 1]
-        counts[k, 0], counts[k, 1], counts[k, 2] = run_path(
-            MarketPath(
-                mk.ts[a:b], mk.spot[a:b], mk.iv[a:b], mk.rate[a:b], mk.funding[a:b], mk.snap[a:b]
-            ),
+        path = MarketPath(
+            mk.ts[a:b], mk.spot[a:b], mk.iv[a:b], mk.rate[a:b], mk.funding[a:b], mk.snap[a:b]
+        )
+        path_flow = FlowRows(
+            flow.tick[fa:fb],
+            flow.series[fa:fb],
+            flow.side[fa:fb],
+            flow.size[fa:fb],
+            flow.informed[fa:fb],
+            flow.u[fa:fb],
+        )
+        path_lp = LpRows(lp_rows.tick[k], lp_rows.amount)
+        records = Records(
+            out.steps[a:b],
+            out.trades[fa:fb],
+            out.hedges[offsets[k, 0] : offsets[k + 1, 0]],
+            out.series[k],
+            out.closes[offsets[k, 1] : offsets[k + 1, 1]],
+            out.lp[offsets[k, 2] : offsets[k + 1, 2]],
+        )
+        state = new_state(path, ser, path_lp, pool, hedging, lp_params)
+        ticks(
+            path,
             ser,
             surf,
-            FlowRows(
-                flow.tick[fa:fb],
-                flow.series[fa:fb],
-                flow.side[fa:fb],
-                flow.size[fa:fb],
-                flow.informed[fa:fb],
-                flow.u[fa:fb],
-            ),
-            LpRows(lp_rows.tick[k], lp_rows.amount),
+            path_flow,
+            path_lp,
             pool,
             pricing,
             hedging,
             slip,
             lp_params,
             flow_params,
-            Records(
-                out.steps[a:b],
-                out.trades[fa:fb],
-                out.hedges[offsets[k, 0] : offsets[k + 1, 0]],
-                out.series[k],
-                out.closes[offsets[k, 1] : offsets[k + 1, 1]],
-                out.lp[offsets[k, 2] : offsets[k + 1, 2]],
-            ),
+            records,
+            state,
         )
-    return counts
+        # Index the array each time: numba frees an array after its last use, and a record
+        # view (account[0] held in a variable) does not keep it alive.
+        account = state.account
+        counts[k, 0] = account[0].n_hedges
+        counts[k, 1] = account[0].n_closes
+        counts[k, 2] = account[0].n_lp_events

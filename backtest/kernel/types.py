@@ -394,7 +394,7 @@ class WithdrawalQueue(NamedTuple):
 
 
 class PathState(NamedTuple):
-    """Everything one path carries from tick to tick (allocated by loop.run_path)."""
+    """Everything one path carries from tick to tick (allocated by loop.new_state)."""
 
     book: Book
     terms: ExpiryTerms
