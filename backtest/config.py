@@ -77,6 +77,8 @@ class FlowConfig(StrictSection):
     # Price-elastic traders (synthetic and imported flow alike): 0 = every trader takes the price.
     elasticity: NonNeg = 0.0
     reference_spread_vol: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    # Flow sized to the pool (docs/design.md): expected daily notional / NAV; 0 = sizes as given.
+    notional_per_nav: NonNeg = 0.0
 
 
 class PoolConfig(StrictSection):

@@ -155,6 +155,8 @@ STRATEGY_CASES = {
     "boolean": ("[flow]\nstrike_step = true\n", ["[flow] strike_step", "boolean"]),
     "negative elasticity": ("[flow]\nelasticity = -1\n", ["[flow] elasticity"]),
     "spread above 100 vol": ("[flow]\nreference_spread_vol = 2\n", ["[flow] reference_spread_vol"]),
+    "negative notional": ("[flow]\nnotional_per_nav = -0.1\n", ["[flow] notional_per_nav"]),
+    "infinite notional": ("[flow]\nnotional_per_nav = inf\n", ["[flow] notional_per_nav"]),
     "bad toml": ("[pool\n", ["not valid TOML"]),
     "bad interval": ('[hedge]\ninterval = "often"\n', ["[hedge] interval"]),
     "bad date": ('[data]\nstart = "yesterday"\n', ["[data] start"]),

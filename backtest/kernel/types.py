@@ -279,11 +279,15 @@ class LpParams(NamedTuple):
 
 
 class FlowParams(NamedTuple):
-    """The [flow] keys the kernel reads: the price-elastic trader (the rest shape the
-    synthetic generator, in the inputs layer)."""
+    """The [flow] keys the kernel reads: the price-elastic trader, and the flow sized to the
+    pool (notional_per_nav against the nominal volume trades_per_day x mean lognormal size)."""
 
     elasticity: float
     reference_spread_vol: float
+    notional_per_nav: float
+    trades_per_day: float
+    size_median: float
+    size_sigma: float
 
 
 class Params(NamedTuple):
