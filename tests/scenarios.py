@@ -305,6 +305,15 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
         "elasticity": float(_pick(rng, 0.0, 0.0, 0.0, 0.1, 1.0)),
         "reference_spread_vol": float(_pick(rng, 0.0, 0.01, 0.05)),
     }
+    if rng.random() < 0.4:  # the flow sized to the pool: its nominal volume, as a share of NAV
+        days = (market["ts"].max() - market["ts"].min()).total_seconds() / 86_400
+        per_day, spot = n_trades / days, float(market["spot"][0])
+        strategy["flow"] |= {
+            "trades_per_day": per_day,
+            "size_median": scale,
+            "size_sigma": 0.0,
+            "notional_per_nav": per_day * scale * spot / capital * float(_pick(rng, 0.5, 2.0)),
+        }
     return Scenario(seed, strategy, market, flow, lp)
 
 
