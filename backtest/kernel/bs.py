@@ -73,6 +73,8 @@ def _flat(kind, spot, strike, tau, stddev, disc, rate):
     return True, price, delta, -rate * disc_strike * delta
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def _d1_d2(log_spot, log_strike, tau, stddev, rate):
     """d1, d2 from logs, without forming vol**2 or spot/strike, so neither can overflow."""
@@ -82,6 +84,8 @@ def _d1_d2(log_spot, log_strike, tau, stddev, rate):
     return d1, d2
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def _value(kind, spot, disc_strike, d1, d2):
     """Price plus N(kind*d1), N(kind*d2), which the greeks reuse.

@@ -29,6 +29,8 @@ def _bracket(grid, x):
     return lo, (x - grid[lo]) / (grid[hi] - grid[lo])
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def _smile(row, ks, k):
     j, w = _bracket(ks, k)
@@ -37,6 +39,8 @@ def _smile(row, ks, k):
     return row[j] * (1.0 - w) + row[j + 1] * w
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def surface_vol(vols, tenors, ks, tau, k):
     """Vol at (tau years, k = ln K/F) from one snapshot vols[n_tenors, n_k]."""

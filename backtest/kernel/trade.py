@@ -58,7 +58,7 @@ def quote(i, side, filled, s_t, r_t, ser, terms, book, acct, pricing):
     return vol, paid, fee, fee_vega, side * filled * paid + fee
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def size_scale(nav, s_t, fp):
     """What every row of the tick is multiplied by so that the flow's expected daily notional is
     notional_per_nav x NAV: NAV at the start of the trade step (before any of the tick's rows,

@@ -17,6 +17,8 @@ NS_PER_YEAR = 365.0 * 86_400.0 * 1e9
 MIN_VOL = 0.01  # floor of the smile, so a steep skew never prices at zero vol
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def expiry_terms(terms, e, t, expiry_ns, now, s_t, r_t):
     """Expiry e's shared terms, computed on the first series of e valued in tick t."""
@@ -29,12 +31,16 @@ def expiry_terms(terms, e, t, expiry_ns, now, s_t, r_t):
         terms.at[e] = t
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def smile_on(snap, pricing):
     """Whether vols depend on moneyness this tick (else the log-moneyness is never needed)."""
     return snap >= 0 or pricing.skew_slope != 0.0 or pricing.smile_curvature != 0.0
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def base_vol(snap, atm, tau, k, surf, pricing):
     """The market's vol at (tau, k = ln K/F): the surface snapshot, or ATM iv + smile."""
@@ -43,6 +49,8 @@ def base_vol(snap, atm, tau, k, surf, pricing):
     return atm + pricing.skew_slope * k + pricing.smile_curvature * k * k
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def market_vol(i, snap, atm, ser, surf, terms, pricing):
     """Series i's vol in the market, before the pool's inventory impact (its expiry's terms are
@@ -52,6 +60,8 @@ def market_vol(i, snap, atm, ser, surf, terms, pricing):
     return base_vol(snap, atm, terms.tau[e], k, surf, pricing)
 
 
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def value_series(i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, impact, terms, book, pricing):
     """Value series i at tick t (the market as scalars) into the book's valuation cache."""
