@@ -157,6 +157,10 @@ class LpConfig(StrictSection):
     run_fraction: Fraction = 0.0
     withdrawal_delay: NonNeg = 0.0
     withdrawal_fee: Fraction = 0.0
+    benchmark_apy: Annotated[float, Field(gt=-1.0)] = 0.05
+    deposit_elasticity: NonNeg = 0.0
+    withdrawal_elasticity: NonNeg = 0.0
+    yield_window_days: Positive = 30.0
 
 
 class Strategy(StrictSection):

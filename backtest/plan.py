@@ -43,6 +43,7 @@ CONVERSIONS: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("hedge", "interval"): lambda text: parse_duration(text) * NS_PER_SECOND,
     ("slippage", "model"): SLIPPAGE.__getitem__,
     ("lp", "withdrawal_delay"): lambda hours: int(hours * 3600 * NS_PER_SECOND),
+    ("lp", "yield_window_days"): lambda days: int(days * 86_400 * NS_PER_SECOND),
 }
 
 

@@ -314,6 +314,13 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
             "size_sigma": 0.0,
             "notional_per_nav": per_day * scale * spot / capital * float(_pick(rng, 0.5, 2.0)),
         }
+    if rng.random() < 0.4:  # yield-chasing LPs: a window short enough to fill inside the run
+        strategy["lp"] |= {
+            "benchmark_apy": float(_pick(rng, -0.5, 0.05, 5.0)),
+            "deposit_elasticity": float(_pick(rng, 0.0, 1.0, 50.0)),
+            "withdrawal_elasticity": float(_pick(rng, 0.0, 1.0, 50.0)),
+            "yield_window_days": float(_pick(rng, 0.1, 0.5)),
+        }
     return Scenario(seed, strategy, market, flow, lp)
 
 

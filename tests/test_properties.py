@@ -55,6 +55,7 @@ def features(strategy: dict, sc: Scenario, tables) -> list[str]:
         "collateral gap": bool((steps["collateral_gap"] > 0).any()),
         "lost on price": (tables.trades["reject_reason"] == "price").any(),
         "flow sized to NAV": strategy["flow"].get("notional_per_nav", 0.0) > 0,
+        "yield chasing": bool(lp["yield_driven"].any()),
     }
     return [name for name, on in hit.items() if on]
 
@@ -190,7 +191,9 @@ def test_no_flow_and_no_yield_means_nav_never_moves(seed):
     sc = random_scenario(seed)
     empty = Scenario(seed, sc.strategy, sc.market, sc.flow.head(0), None)
     tables, _ = simulate(
-        empty, pool={"idle_yield": 0.0, "borrow_rate": 0.0}, lp={"run_drawdown": 0.0}
+        empty,
+        pool={"idle_yield": 0.0, "borrow_rate": 0.0},
+        lp={"run_drawdown": 0.0, "deposit_elasticity": 0.0, "withdrawal_elasticity": 0.0},
     )
     assert (tables.steps["nav"] == sc.capital).all()
     assert (tables.steps["pnl_total"] == 0.0).all()
@@ -388,6 +391,7 @@ MINIMUM_RATES = {
     "inventory impact": 0.2,
     "lost on price": 0.1,
     "flow sized to NAV": 0.25,
+    "yield chasing": 0.05,
 }
 
 

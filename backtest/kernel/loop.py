@@ -113,7 +113,7 @@ def new_state(mk, ser, lp_rows, pool, hedging, lp_params):
         np.zeros(n_expiries), np.zeros(n_strikes), np.zeros(n_expiries), np.zeros(n_strikes)
     )
     pending = PendingHedges(np.zeros(hedging.latency + 1), np.zeros(hedging.latency + 1, np.int8))
-    capacity = lp_rows.tick.shape[0] + n_ticks
+    capacity = lp_rows.tick.shape[0] + 2 * n_ticks  # a run-rule and a yield request a tick
     queue = WithdrawalQueue(np.zeros(capacity, np.int64), np.zeros(capacity))
     log_iv_sum = np.zeros(n_ticks + 1)
     for t in range(n_ticks):
@@ -130,6 +130,7 @@ def new_state(mk, ser, lp_rows, pool, hedging, lp_params):
     acct.run_level = lp_params.run_drawdown
     acct.last_bucket = -1
     acct.halt_until = np.iinfo(np.int64).min
+    acct.yield_day = np.iinfo(np.int64).min
     return PathState(new_book(ser), terms, imp, pending, queue, account, log_iv_sum)
 
 

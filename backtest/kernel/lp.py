@@ -7,19 +7,30 @@ and takes what is left (no fee: nobody stays to keep it), leaving NAV 0. An empt
 restarts at 1.0 a share on the next deposit; a pool with negative equity takes no deposits and
 pays no withdrawals. If closing the book costs more than the pool is worth, the last LP gets
 nothing and the rest is bad debt. Every event is an `lp` record.
+
+Yield-chasing LPs (off while both elasticities are 0) decide at the first tick of each UTC day
+from the trailing APY of NAV per share, read from the steps rows of earlier ticks only.
 """
 
+import math
+
+import numpy as np
 from numba import njit
 
 from backtest.kernel.collateral import close_all, exit_cap, shrink
 from backtest.kernel.types import LP_DEPOSIT, LP_REJECTED, LP_REQUEST, LP_WITHDRAWAL, WITHDRAWAL
+from backtest.kernel.valuation import NS_PER_YEAR
 
 LAST = 1e-12  # a request for all but this share of the shares is the last LP's
 ROUNDING = 1e-9  # relative to NAV: what an emptied pool may have left from rounding
+NS_PER_DAY = 86_400 * 1_000_000_000
+DAY_IN_YEARS = NS_PER_DAY / NS_PER_YEAR  # the yield-chasing decision's cadence
+# Whether an event is a yield-chasing LP's (np.int8, not an int literal: see types.py)
+FLOW, CHASE = np.int8(0), np.int8(1)
 
 
 @njit(cache=True)
-def record_lp(lp_out, acct, ts, event, amount, shares, nav_per_share, unwind_cost, fee):
+def record_lp(lp_out, acct, ts, event, amount, shares, nav_per_share, unwind_cost, fee, driven):
     if acct.n_lp_events < lp_out.shape[0]:
         rec = lp_out[acct.n_lp_events]
         rec.ts = ts
@@ -29,35 +40,36 @@ def record_lp(lp_out, acct, ts, event, amount, shares, nav_per_share, unwind_cos
         rec.nav_per_share = nav_per_share
         rec.unwind_cost = unwind_cost
         rec.fee = fee
+        rec.yield_driven = driven
     acct.n_lp_events += 1
 
 
 @njit(cache=True)
-def deposit(acct, records, now, amount):
+def deposit(acct, records, now, amount, driven):
     """Mint shares at NAV per share (1.0 in an empty pool); refused when equity is gone."""
     if acct.shares <= 0.0:
         price = 1.0
     elif acct.nav > 0.0:
         price = acct.nav / acct.shares
     else:
-        record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0)
+        record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0, driven)
         return
     minted = amount / price
     acct.shares += minted
     acct.cash += amount
     acct.nav += amount
     acct.lp_flow += amount
-    record_lp(records.lp, acct, now, LP_DEPOSIT, amount, minted, price, 0.0, 0.0)
+    record_lp(records.lp, acct, now, LP_DEPOSIT, amount, minted, price, 0.0, 0.0, driven)
 
 
 @njit(cache=True)
-def request(acct, queue, records, now, shares, nav_per_share, lp):
+def request(acct, queue, records, now, shares, nav_per_share, lp, driven):
     """Queue a withdrawal of `shares`, due withdrawal_delay later."""
     queue.due[acct.wq_tail] = now + lp.withdrawal_delay
     queue.shares[acct.wq_tail] = shares
     acct.wq_tail += 1
     amount = -shares * nav_per_share
-    record_lp(records.lp, acct, now, LP_REQUEST, amount, -shares, nav_per_share, 0.0, 0.0)
+    record_lp(records.lp, acct, now, LP_REQUEST, amount, -shares, nav_per_share, 0.0, 0.0, driven)
 
 
 @njit(cache=True)
@@ -69,7 +81,7 @@ def pay(t, mk, ser, book, acct, row, records, wanted, pool, hedge, slip, lp):
         return
     nav_per_share = acct.nav / acct.shares
     if acct.nav <= 0.0:
-        record_lp(records.lp, acct, now, LP_REJECTED, 0.0, -shares, nav_per_share, 0.0, 0.0)
+        record_lp(records.lp, acct, now, LP_REJECTED, 0.0, -shares, nav_per_share, 0.0, 0.0, FLOW)
         return
     nav_before = acct.nav
     if shares >= acct.shares * (1.0 - LAST):
@@ -96,8 +108,54 @@ def pay(t, mk, ser, book, acct, row, records, wanted, pool, hedge, slip, lp):
         acct.cash = acct.nav = acct.book_value = acct.requirement = acct.locked_cash = 0.0
         acct.short_calls = acct.short_put_strikes = acct.long_value = 0.0
     record_lp(
-        records.lp, acct, now, LP_WITHDRAWAL, -payout, -shares, nav_per_share, unwind_cost, fee
+        records.lp,
+        acct,
+        now,
+        LP_WITHDRAWAL,
+        -payout,
+        -shares,
+        nav_per_share,
+        unwind_cost,
+        fee,
+        FLOW,
     )
+
+
+@njit(cache=True)
+def trailing_apy(t, mk, steps, acct, window):
+    """NAV per share's annualised return from the last tick at or before now - window to the
+    tick before now (both recorded: no look-ahead); NaN until the window is full."""
+    start = mk.ts[t] - window
+    if t == 0 or mk.ts[0] > start:
+        return math.nan
+    while mk.ts[acct.yield_from + 1] <= start:
+        acct.yield_from += 1
+    first, last = steps[acct.yield_from].nav_per_share, steps[t - 1].nav_per_share
+    if acct.yield_from >= t - 1 or first <= 0.0 or last <= 0.0:
+        return math.nan
+    years = (mk.ts[t - 1] - mk.ts[acct.yield_from]) / NS_PER_YEAR
+    return math.exp(math.log(last / first) / years) - 1.0
+
+
+@njit(cache=True)
+def chase_yield(t, mk, queue, acct, records, lp):
+    """Once a UTC day: money in at deposit_elasticity x (APY - benchmark) x NAV x a day in years,
+    or a request for withdrawal_elasticity x (benchmark - APY) of a day's shares; at most all."""
+    now = mk.ts[t]
+    day = now // NS_PER_DAY
+    if day == acct.yield_day:
+        return
+    acct.yield_day = day
+    apy = trailing_apy(t, mk, records.steps, acct, lp.yield_window_days)
+    if math.isnan(apy) or acct.shares <= 0.0 or acct.nav <= 0.0:
+        return
+    excess = apy - lp.benchmark_apy
+    if excess > 0.0 and lp.deposit_elasticity > 0.0:
+        share = min(lp.deposit_elasticity * excess * DAY_IN_YEARS, 1.0)
+        deposit(acct, records, now, share * acct.nav, CHASE)
+    elif excess < 0.0 and lp.withdrawal_elasticity > 0.0:
+        share = min(-lp.withdrawal_elasticity * excess * DAY_IN_YEARS, 1.0)
+        request(acct, queue, records, now, share * acct.shares, acct.nav / acct.shares, lp, CHASE)
 
 
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
@@ -114,12 +172,14 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
         amount = lp_rows.amount[acct.lp_at]
         acct.lp_at += 1
         if amount > 0.0:
-            deposit(acct, records, now, amount)
+            deposit(acct, records, now, amount, FLOW)
         elif acct.shares > 0.0 and acct.nav > 0.0:
             nav_per_share = acct.nav / acct.shares
-            request(acct, queue, records, now, -amount / nav_per_share, nav_per_share, lp)
+            request(acct, queue, records, now, -amount / nav_per_share, nav_per_share, lp, FLOW)
         else:
-            record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0)
+            record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0, FLOW)
+    if lp.deposit_elasticity > 0.0 or lp.withdrawal_elasticity > 0.0:
+        chase_yield(t, mk, queue, acct, records, lp)
     # The run rule: each further run_drawdown of drawdown in NAV per share sends run_fraction out.
     nav_per_share = acct.nav / acct.shares if acct.shares > 0.0 else 0.0
     if lp.run_drawdown > 0.0 and nav_per_share > 0.0:
@@ -127,7 +187,8 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
             acct.peak_nps = nav_per_share
             acct.run_level = lp.run_drawdown
         if 1.0 - nav_per_share / acct.peak_nps >= acct.run_level:
-            request(acct, queue, records, now, lp.run_fraction * acct.shares, nav_per_share, lp)
+            shares = lp.run_fraction * acct.shares
+            request(acct, queue, records, now, shares, nav_per_share, lp, FLOW)
             acct.run_level += lp.run_drawdown
     while acct.wq_head < acct.wq_tail and queue.due[acct.wq_head] <= now:
         wanted = queue.shares[acct.wq_head]

@@ -164,6 +164,7 @@ LP_DTYPE = np.dtype(
         ("nav_per_share", np.float64),
         ("unwind_cost", np.float64),  # what closing positions for this exit cost the leaver
         ("fee", np.float64),  # withdrawal fee, kept by the LPs who stay
+        ("yield_driven", np.int8),  # 1: a yield-chasing deposit or request, not an [lp] flow
     ]
 )
 
@@ -209,6 +210,8 @@ ACCOUNT_DTYPE = np.dtype(
         ("cb_from", np.int64),  # first tick of the circuit breaker's trailing window
         ("wq_head", np.int64),  # withdrawal queue
         ("wq_tail", np.int64),
+        ("yield_day", np.int64),  # yield-chasing LPs: the UTC day of the last decision
+        ("yield_from", np.int64),  # the last tick at or before the trailing window's start
     ]
 )
 
@@ -276,6 +279,10 @@ class LpParams(NamedTuple):
     run_fraction: float
     withdrawal_delay: int  # ns
     withdrawal_fee: float
+    benchmark_apy: float
+    deposit_elasticity: float
+    withdrawal_elasticity: float
+    yield_window_days: int  # ns
 
 
 class FlowParams(NamedTuple):

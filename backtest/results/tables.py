@@ -180,8 +180,8 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         "event",
         LP_EVENTS,
         False,
-        *("event", "amount", "shares", "nav_per_share", "unwind_cost", "fee"),
-    )
+        *("event", "amount", "shares", "nav_per_share", "unwind_cost", "fee", "yield_driven"),
+    ).with_columns(pl.col("yield_driven").cast(pl.Boolean))
 
     n_paths, n_series = out.records.series.shape
     flat = out.records.series.reshape(-1)
