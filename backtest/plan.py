@@ -7,13 +7,13 @@ ticks, their flow (generated here when synthetic) aligned to their ticks, and th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from backtest import threads
 from backtest.config import Strategy, parse_duration
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import ALL_PATHS, align_flow, validate_flow
@@ -133,13 +133,13 @@ class Plan:
         bounds = [(first, min(first + size, n)) for first in range(0, n, size)]
         if not bounds:
             return
-        with ThreadPoolExecutor(max_workers=1) as ahead:
-            pending = ahead.submit(self.batch, *bounds[0])
-            for following in [*bounds[1:], None]:
-                batch = pending.result()
-                if following is not None:
-                    pending = ahead.submit(self.batch, *following)
-                yield batch
+        ahead = threads.pool("prepare", 1)
+        pending = ahead.submit(self.batch, *bounds[0])
+        for following in [*bounds[1:], None]:
+            batch = pending.result()
+            if following is not None:
+                pending = ahead.submit(self.batch, *following)
+            yield batch
 
     def whole(self) -> Batch:
         return self.batch(0, self.market.n_paths)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 import polars as pl
 
 import backtest
-from backtest import bundled
+from backtest import bundled, threads
 from backtest.config import (
     Strategy,
     apply_overrides,
@@ -257,12 +256,11 @@ def in_parallel(n_paths: int, kernel: Callable[..., None], args: tuple) -> None:
     """kernel(first, last, *args) over paths [0, n_paths) on numba's thread count for this
     thread (numba.set_num_threads: one per sweep worker), a path at a time from a shared queue,
     so a thread that drew cheap paths takes more. The kernel releases the GIL."""
-    threads = min(numba.get_num_threads(), n_paths)
-    if threads <= 1:
+    workers = min(numba.get_num_threads(), n_paths)
+    if workers <= 1:
         kernel(0, n_paths, *args)
         return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(lambda k: kernel(k, k + 1, *args), range(n_paths)))
+    list(threads.pool("paths", workers).map(lambda k: kernel(k, k + 1, *args), range(n_paths)))
 
 
 def run_batches(
@@ -280,16 +278,16 @@ def run_batches(
         return summarise(batch, built), built
 
     done = 0
-    with ThreadPoolExecutor(max_workers=1) as behind:
-        submitted = (
-            (batch.market.n_paths, behind.submit(finish, batch, simulate(batch)))
-            for batch in plan.batches()
-        )
-        for n_paths, result in _one_behind(submitted):
-            done += n_paths
-            if on_batch is not None:
-                on_batch(done, plan.market.n_paths)
-            yield result.result()
+    behind = threads.pool("finish", 1)
+    submitted = (
+        (batch.market.n_paths, behind.submit(finish, batch, simulate(batch)))
+        for batch in plan.batches()
+    )
+    for n_paths, result in _one_behind(submitted):
+        done += n_paths
+        if on_batch is not None:
+            on_batch(done, plan.market.n_paths)
+        yield result.result()
 
 
 def _one_behind(items: Iterator[Any]) -> Iterator[Any]:
