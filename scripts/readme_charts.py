@@ -1,6 +1,6 @@
 """Draw the README's LP-run chart: `python scripts/readme_charts.py` (writes docs/lp-run.png).
 
-The same BTC 2022 pool with patient LPs and with LPs who run at every 5 % of drawdown: NAV per
+The same BTC 2022 pool with patient LPs and with LPs who run at every 1 % of drawdown: NAV per
 share and the capital left in the pool, from the bundled strategies, so the chart can be redrawn.
 """
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PAIR = {
     "btc-2022-dynamic-collateral": "LPs stay",
-    "lp-run-btc-2022": "LPs run at each 5 % drawdown",
+    "lp-run-btc-2022": "LPs run at each 1 % drawdown",
 }
 
 
