@@ -118,6 +118,8 @@ class PricingConfig(StrictSection):
     cb_iv_move: NonNeg = 0.0
     cb_hours: NonNeg = 12.0
     cb_min_free: NonNeg = 0.0
+    # Vega limit: fills stop adding vega at |book vega| per vol point = max_vega x NAV; 0 = off.
+    max_vega: NonNeg = 0.0
 
 
 class HedgeConfig(StrictSection):
@@ -163,6 +165,42 @@ class LpConfig(StrictSection):
     yield_window_days: Positive = 30.0
 
 
+class VegaHedgeConfig(StrictSection):
+    """Vega hedged with listed options (docs/design.md, "Vega hedging"). Vega per NAV is book
+    vega per vol point (a 0.01 move in IV) as a share of NAV."""
+
+    policy: Literal["none", "band", "tenor_matched"] = "none"
+    band: Positive = 1e-4
+    target: NonNeg = 0.0
+    tenor_days: Positive = 30.0
+    expiries: list[Literal["daily", "weekly", "monthly"]] = Field(
+        default_factory=lambda: ["weekly", "monthly"], min_length=1
+    )
+    min_tenor_days: NonNeg = 7.0
+    max_tenor_days: Positive = 90.0
+    strike_step: Positive | None = None  # None: the flow's strike_step
+    spread_vol: Annotated[float, Field(ge=0.0, le=0.5)] = 0.005
+    fee_spot: Annotated[float, Field(ge=0.0, le=0.1)] = 0.0003
+    fee_cap: Annotated[float, Field(ge=0.0, le=1.0)] = 0.125
+
+    @field_validator("target")
+    @classmethod
+    def _within_band(cls, value: float, info: ValidationInfo) -> float:
+        """A target outside the band would trade again at once."""
+        band = info.data.get("band")
+        if band is not None and value > band:
+            raise ValueError(f"must not exceed band ({band})")
+        return value
+
+    @field_validator("max_tenor_days")
+    @classmethod
+    def _above_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("min_tenor_days")
+        if low is not None and value <= low:
+            raise ValueError(f"must exceed min_tenor_days ({low})")
+        return value
+
+
 class Strategy(StrictSection):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "default"
     description: str = ""
@@ -173,6 +211,7 @@ class Strategy(StrictSection):
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     hedge: HedgeConfig = Field(default_factory=HedgeConfig)
     slippage: SlippageConfig = Field(default_factory=SlippageConfig)
+    vega_hedge: VegaHedgeConfig = Field(default_factory=VegaHedgeConfig)
 
 
 def parse_time(value: str) -> dt.datetime:

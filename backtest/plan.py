@@ -17,6 +17,7 @@ from backtest import threads
 from backtest.config import Strategy, parse_duration
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import ALL_PATHS, align_flow, validate_flow
+from backtest.inputs.listed import with_listed
 from backtest.inputs.lp import align_lp_flows, no_lp_flows
 from backtest.inputs.market import Market
 from backtest.inputs.surface import Surface, no_surface
@@ -27,6 +28,7 @@ from backtest.kernel.types import (
     POLICY,
     REBALANCE,
     SLIPPAGE,
+    VEGA_POLICY,
     Params,
 )
 
@@ -44,6 +46,8 @@ CONVERSIONS: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("slippage", "model"): SLIPPAGE.__getitem__,
     ("lp", "withdrawal_delay"): lambda hours: int(hours * 3600 * NS_PER_SECOND),
     ("lp", "yield_window_days"): lambda days: int(days * 86_400 * NS_PER_SECOND),
+    ("vega_hedge", "policy"): VEGA_POLICY.__getitem__,
+    ("vega_hedge", "tenor_days"): lambda days: int(days * 86_400 * NS_PER_SECOND),
 }
 
 
@@ -114,6 +118,8 @@ class Plan:
         else:
             ids = [ALL_PATHS, *market.path_ids.tolist()]
             flow = self.flow.filter(pl.col("path_id").is_in(ids))
+        aligned = align_flow(flow, market, self.end_ns, self.strategy.flow.seed)
+        aligned, listed = with_listed(aligned, market, self.strategy)
         return Batch(
             strategy=self.strategy,
             params=self.params,
@@ -121,8 +127,9 @@ class Plan:
             surface=self.surface,
             market=market,
             flow=flow,
-            aligned=align_flow(flow, market, self.end_ns, self.strategy.flow.seed),
+            aligned=aligned,
             lp_flows=align_lp_flows(self.lp_flows, market),
+            listed=listed,
         )
 
     def batches(self, size: int = PATHS_PER_BATCH) -> Iterator[Batch]:

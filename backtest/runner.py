@@ -240,6 +240,7 @@ def simulate(batch: Batch) -> KernelOutput:
             SurfaceGrid(surf.tenors, surf.log_moneyness, surf.vols),
             FlowRows(fl.tick, fl.series, fl.side, fl.size, fl.informed, fl.u),
             fl.offsets,
+            batch.listed,
             LpRows(*batch.lp_flows),
             *batch.params,
             out,

@@ -321,6 +321,16 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
             "withdrawal_elasticity": float(_pick(rng, 0.0, 1.0, 50.0)),
             "yield_window_days": float(_pick(rng, 0.1, 0.5)),
         }
+    if rng.random() < 0.4:  # vega hedged with listed options, some of them expiring inside
+        strategy["vega_hedge"] = {
+            "policy": str(_pick(rng, "band", "tenor_matched")),
+            "band": float(_pick(rng, 1e-6, 1e-5, 1e-4)),
+            "expiries": list(_pick(rng, ["daily"], ["weekly", "monthly"])),
+            "min_tenor_days": float(_pick(rng, 0.0, 7.0)),
+            "spread_vol": float(_pick(rng, 0.0, 0.01)),
+        }
+    if rng.random() < 0.3:
+        strategy["pricing"]["max_vega"] = float(_pick(rng, 1e-5, 1e-4))
     return Scenario(seed, strategy, market, flow, lp)
 
 

@@ -13,7 +13,7 @@ import pytest
 from scenarios import flow_frame, market_frame
 
 from backtest.config import build_strategy
-from backtest.kernel.types import PNL_COMPONENTS
+from backtest.kernel.types import PNL_COMPONENTS, SERIES_COMPONENTS
 from backtest.plan import Plan
 from backtest.results.summary import COLUMNS, REASONS, distribution, summary_frame, tail_risk
 from backtest.runner import prepare, run, run_batches, simulate_frames
@@ -104,6 +104,9 @@ NO_HEDGES = pl.DataFrame(
         "slippage_cost": pl.Float64,
         "gas_cost": pl.Float64,
         "mev_cost": pl.Float64,
+        "instrument": pl.String,
+        "vega": pl.Float64,
+        "fee": pl.Float64,
     }
 )
 
@@ -122,6 +125,12 @@ NO_LP = pl.DataFrame(
 )
 
 
+NO_SERIES = pl.DataFrame(
+    schema={"path_id": pl.Int64, "listed": pl.Boolean}
+    | {name: pl.Float64 for name in SERIES_COMPONENTS}
+)
+
+
 def summarise_one(steps, trades=NO_TRADES, hedges=NO_HEDGES, initial=None) -> dict:
     initial = float(steps["nav"][0]) if initial is None else initial
     frame = summary_frame(
@@ -130,6 +139,7 @@ def summarise_one(steps, trades=NO_TRADES, hedges=NO_HEDGES, initial=None) -> di
         hedges,
         NO_CLOSES,
         NO_LP,
+        NO_SERIES,
         initial=initial,
         run_id="r",
         strategy="s",
@@ -233,14 +243,17 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
             "fee_forgone": [0.0] * 6 + [0.7],
         }
     )
-    hedges = pl.DataFrame(
+    hedges = pl.DataFrame(  # two trades in the underlying, one listed option (a vega hedge)
         {
-            "path_id": [0, 0],
-            "qty": [2.0, -3.0],
-            "spot": [100.0, 200.0],
-            "slippage_cost": [0.1, 0.3],
-            "gas_cost": [0.05, 0.05],
-            "mev_cost": [0.0, 0.3],
+            "path_id": [0, 0, 0],
+            "qty": [2.0, -3.0, -7.0],
+            "spot": [100.0, 200.0, 150.0],
+            "slippage_cost": [0.1, 0.3, 2.0],
+            "gas_cost": [0.05, 0.05, 0.0],
+            "mev_cost": [0.0, 0.3, 0.0],
+            "instrument": ["spot", "spot", "option"],
+            "vega": [0.0, 0.0, -350.0],
+            "fee": [0.0, 0.0, 0.5],
         }
     )
     row = summarise_one(steps, trades, hedges)
@@ -259,6 +272,8 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     assert row["hedge_cost"] == pytest.approx(0.8)
     assert row["hedge_slippage"] == pytest.approx(0.4) and row["hedge_mev"] == pytest.approx(0.3)
     assert row["hedge_cost_bps"] == pytest.approx(10.0)
+    assert (row["n_vega_hedges"], row["vega_hedged"]) == (1, pytest.approx(350.0))
+    assert row["vega_hedge_cost"] == pytest.approx(2.5)
     # Vega taken: |filled x vega| = 10 + 40 + 5, against fees of 10 in the steps.
     assert row["vega_taken"] == pytest.approx(55.0)
     assert row["fees_vega"] == pytest.approx(1.5)

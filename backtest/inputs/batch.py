@@ -15,7 +15,7 @@ from backtest.config import Strategy
 from backtest.inputs.flow import AlignedFlow
 from backtest.inputs.market import Market
 from backtest.inputs.surface import Surface
-from backtest.kernel.types import Params
+from backtest.kernel.types import ListedOptions, Params
 
 
 @dataclass
@@ -30,3 +30,4 @@ class Batch:
     flow: pl.DataFrame
     aligned: AlignedFlow
     lp_flows: tuple[np.ndarray, np.ndarray]  # (tick per path and row, amount)
+    listed: ListedOptions  # what a vega hedge may trade; its series follow the flow's

@@ -3,6 +3,8 @@ borrow_fee), or perp contracts that tie up no cash, settle their move as variati
 funding. Every hedge fill goes through `trade_underlying`, which prices it through the slippage
 model and records it."""
 
+import math
+
 from numba import njit
 
 from backtest.kernel import slippage
@@ -64,5 +66,7 @@ def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip):
         h.gas_cost = gas
         h.mev_cost = mev
         h.reason = reason
+        h.series = -1
+        h.iv = math.nan
     acct.n_hedges += 1
     return filled

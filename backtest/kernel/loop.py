@@ -11,17 +11,29 @@ import math
 import numpy as np
 from numba import njit
 
-from backtest.kernel import attribution, book, carry, collateral, hedge, impact, instrument, lp
+from backtest.kernel import (
+    attribution,
+    book,
+    carry,
+    collateral,
+    hedge,
+    impact,
+    instrument,
+    lp,
+    vega,
+)
 from backtest.kernel.record import record
 from backtest.kernel.trade import circuit_breaker, trade
 from backtest.kernel.types import (
     ACCOUNT_DTYPE,
     N_SCENARIOS,
     POLICY,
+    VEGA_POLICY,
     Book,
     ExpiryTerms,
     FlowRows,
     Impact,
+    ListedOptions,
     LpRows,
     MarketPath,
     PathState,
@@ -31,6 +43,7 @@ from backtest.kernel.types import (
 )
 
 NO_POLICY = POLICY["none"]
+NO_VEGA_POLICY = VEGA_POLICY["none"]
 
 
 @njit(cache=True)
@@ -63,7 +76,23 @@ def new_book(ser):
 # operations were 88 % of the kernel's time (perf). All allocation happens in run_path, which
 # keeps every array alive while this runs; a step that allocated would fail to compile here.
 @njit(cache=True, _nrt=False)
-def ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params, fp, out, state):
+def ticks(
+    mk,
+    ser,
+    surf,
+    flow,
+    listed,
+    lp_rows,
+    pool,
+    pricing,
+    hedging,
+    slip,
+    lp_params,
+    fp,
+    vh,
+    out,
+    state,
+):
     bk, terms, imp, pending, queue = (
         state.book,
         state.terms,
@@ -84,6 +113,25 @@ def ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params,
         collateral.refresh(t, mk, ser, bk, acct, pool, hedging)
         circuit_breaker(t, mk, state.log_iv_sum, acct, pricing)
         trade(t, mk, ser, surf, imp, terms, flow, bk, acct, row, out, pool, pricing, hedging, fp)
+        if vh.policy != NO_VEGA_POLICY:
+            vega.hedge_vega(
+                t,
+                mk,
+                ser,
+                surf,
+                imp,
+                terms,
+                listed,
+                state.bucket_vega,
+                bk,
+                acct,
+                row,
+                out,
+                pool,
+                pricing,
+                hedging,
+                vh,
+            )
         if hedging.policy != NO_POLICY:
             hedge.hedge_step(t, mk, pending, bk, acct, row, out.hedges, pool, hedging, slip)
         collateral.liquidate(t, mk, ser, bk, acct, row, out, pool, hedging, slip)
@@ -91,12 +139,14 @@ def ticks(mk, ser, surf, flow, lp_rows, pool, pricing, hedging, slip, lp_params,
         if acct.nav < 0.0 or (acct.nav == 0.0 and acct.shares > 0.0):
             acct.insolvent = 1  # equity gone: bad debt, no more flow
         record(t, mk, acct, row, pool, hedging)
+        if vh.policy != NO_VEGA_POLICY:
+            row.listed_vega = vega.held_vega(bk, acct, listed.first)
         acct.cash_prev = acct.cash
         acct.free_prev = acct.cash - acct.locked_cash
 
 
 @njit(cache=True)
-def new_state(mk, ser, lp_rows, pool, hedging, lp_params):
+def new_state(mk, ser, listed, lp_rows, pool, hedging, lp_params):
     """One path's state at its first tick: an empty book and the pool's initial capital."""
     n_ticks = mk.ts.shape[0]
     n_series = ser.expiry.shape[0]
@@ -131,7 +181,11 @@ def new_state(mk, ser, lp_rows, pool, hedging, lp_params):
     acct.last_bucket = -1
     acct.halt_until = np.iinfo(np.int64).min
     acct.yield_day = np.iinfo(np.int64).min
-    return PathState(new_book(ser), terms, imp, pending, queue, account, log_iv_sum)
+    most_listed = 0  # listed expiries a tick may hedge with, at most
+    for t in range(n_ticks):
+        most_listed = max(most_listed, listed.offsets[t + 1] - listed.offsets[t])
+    bucket_vega = np.zeros(most_listed)
+    return PathState(new_book(ser), terms, imp, pending, queue, account, log_iv_sum, bucket_vega)
 
 
 @njit(cache=True, nogil=True)
@@ -144,6 +198,7 @@ def run_paths(
     surf,
     flow,
     flow_offsets,
+    listed,
     lp_rows,
     pool,
     pricing,
@@ -151,6 +206,7 @@ def run_paths(
     slip,
     lp_params,
     flow_params,
+    vh,
     out,
     offsets,
     counts,
@@ -180,6 +236,7 @@ def run_paths(
             flow.u[fa:fb],
         )
         path_lp = LpRows(lp_rows.tick[k], lp_rows.amount)
+        path_listed = ListedOptions(listed.offsets[a : b + 1], listed.series, listed.first)
         records = Records(
             out.steps[a:b],
             out.trades[fa:fb],
@@ -188,12 +245,13 @@ def run_paths(
             out.closes[offsets[k, 1] : offsets[k + 1, 1]],
             out.lp[offsets[k, 2] : offsets[k + 1, 2]],
         )
-        state = new_state(path, ser, path_lp, pool, hedging, lp_params)
+        state = new_state(path, ser, path_listed, path_lp, pool, hedging, lp_params)
         ticks(
             path,
             ser,
             surf,
             path_flow,
+            path_listed,
             path_lp,
             pool,
             pricing,
@@ -201,6 +259,7 @@ def run_paths(
             slip,
             lp_params,
             flow_params,
+            vh,
             records,
             state,
         )

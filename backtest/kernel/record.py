@@ -43,6 +43,7 @@ def record(t, mk, acct, row, pool, hedge):
         + row.pnl_funding
         + row.pnl_interest
         + row.pnl_liquidation
+        + row.pnl_vega_hedge_cost
     )
     row.lp_flow = acct.lp_flow
     row.shares = acct.shares

@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 from backtest.kernel import collateral, impact
+from backtest.kernel.book import DUST
 from backtest.kernel.fees import fee_for
 from backtest.kernel.impact import NS_PER_HOUR
 from backtest.kernel.reference import acceptance, reference_price
@@ -18,8 +19,10 @@ from backtest.kernel.types import (
     REJECT_NONE,
     REJECT_PRICE,
     REJECT_UTILISATION,
+    REJECT_VEGA_LIMIT,
 )
 from backtest.kernel.valuation import fill_price, value_series
+from backtest.kernel.vega import vega_room
 
 
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
@@ -80,7 +83,8 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
     who is not informed takes the quote with probability p (reference.acceptance) against the
     reference venue, decided by the row's own uniform u; a declined row moves nothing. With
     notional_per_nav > 0 each row offers its size x size_scale: fills, fees, collateral and the
-    recorded `size` all see the offered size."""
+    recorded `size` all see the offered size. With max_vega > 0 a fill stops where |book vega|
+    would pass max_vega x NAV (reject reason vega_limit)."""
     now, s_t, atm, r_t, snap = mk.ts[t], mk.spot[t], mk.iv[t], mk.rate[t], mk.snap[t]
     scale = size_scale(acct.nav, s_t, fp)
     acct.traded = 0
@@ -116,8 +120,17 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         elif collateral.over_leverage(acct, s_t, pool, hedge):
             rec.reject_reason = REJECT_LEVERAGE
         else:
-            filled = collateral.fill_size(t, mk, ser, book, acct, i, direction, size, pool, hedge)
-            rec.reject_reason = REJECT_NONE if filled >= size else REJECT_UTILISATION
+            room = vega_room(acct.book_vega, direction * book.vega[i], size, acct.nav, pricing)
+            if room >= DUST:
+                filled = collateral.fill_size(
+                    t, mk, ser, book, acct, i, direction, room, pool, hedge
+                )
+            if filled >= size:
+                rec.reject_reason = REJECT_NONE
+            elif room < size and filled >= room:
+                rec.reject_reason = REJECT_VEGA_LIMIT
+            else:
+                rec.reject_reason = REJECT_UTILISATION
         rec.filled = filled
         if filled <= 0.0:
             continue

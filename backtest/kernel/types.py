@@ -17,13 +17,29 @@ SLIPPAGE = {"none": 0, "fixed_bps": 1, "sqrt_impact": 2, "cpmm": 3}
 COLLATERAL = {"full": 0, "dynamic": 1}
 INSTRUMENT = {"spot": 0, "perp": 1}
 REBALANCE = {"zero": 0, "edge": 1}
+VEGA_POLICY = {"none": 0, "band": 1, "tenor_matched": 2}
 
 # Why a flow row was not (fully) filled.
 # "price": a price-elastic trader took the reference venue's price instead of the pool's.
-REJECT_REASONS = ("", "utilisation", "insolvent", "circuit_breaker", "leverage", "price")
-REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED, REJECT_LEVERAGE, REJECT_PRICE = (
-    range(6)
+# "vega_limit": the fill would have taken |book vega| past [pricing] max_vega x NAV.
+REJECT_REASONS = (
+    "",
+    "utilisation",
+    "insolvent",
+    "circuit_breaker",
+    "leverage",
+    "price",
+    "vega_limit",
 )
+(
+    REJECT_NONE,
+    REJECT_UTILISATION,
+    REJECT_INSOLVENT,
+    REJECT_HALTED,
+    REJECT_LEVERAGE,
+    REJECT_PRICE,
+    REJECT_VEGA_LIMIT,
+) = range(7)
 
 # Codes handed to kernel functions as arguments are np.int64, not int: numba compiles a
 # function once per distinct int literal it is called with (shrink twice, record_lp four
@@ -32,10 +48,14 @@ REJECT_NONE, REJECT_UTILISATION, REJECT_INSOLVENT, REJECT_HALTED, REJECT_LEVERAG
 # Why the pool closed a position itself: to restore its collateral, or to pay a leaving LP.
 CLOSE_REASONS = ("liquidation", "withdrawal")
 LIQUIDATION, WITHDRAWAL = np.int64(len(POLICY)), np.int64(len(POLICY) + 1)
-# Why a hedge traded: the policy that decided it (codes shared with POLICY), or a forced close.
+# Why a hedge traded: the policy that decided it (codes shared with POLICY), a forced close, or
+# the vega policy that bought or sold a listed option.
+VEGA_BAND, VEGA_TENOR_MATCHED = np.int64(len(POLICY) + 2), np.int64(len(POLICY) + 3)
 HEDGE_REASONS = {code: name for name, code in POLICY.items()} | {
     LIQUIDATION: "liquidation",
     WITHDRAWAL: "withdrawal",
+    VEGA_BAND: "vega_band",
+    VEGA_TENOR_MATCHED: "vega_tenor_matched",
 }
 
 # What happened in an LP event.
@@ -57,6 +77,7 @@ PNL_COMPONENTS = (
     "pnl_funding",
     "pnl_interest",
     "pnl_liquidation",
+    "pnl_vega_hedge_cost",  # last: a run without vega hedging adds an exact 0.0 to the total
 )
 # The option-book part of the attribution, kept per series as well.
 SERIES_COMPONENTS = PNL_COMPONENTS[:7]
@@ -81,6 +102,7 @@ STEP_DTYPE = np.dtype(
         ("book_gamma", np.float64),
         ("book_vega", np.float64),
         ("book_theta", np.float64),
+        ("listed_vega", np.float64),  # the part of book_vega in listed options bought as hedges
         ("collateral_required", np.float64),
         ("utilisation", np.float64),
         ("free_cash", np.float64),
@@ -129,6 +151,10 @@ HEDGE_DTYPE = np.dtype(
         ("gas_cost", np.float64),
         ("mev_cost", np.float64),
         ("reason", np.int8),
+        ("series", np.int64),  # a listed option (vega hedge), or -1: the underlying
+        ("iv", np.float64),  # the vol paid for a listed option (NaN: the underlying)
+        ("vega", np.float64),  # the vega the trade added to the book
+        ("fee", np.float64),  # the exchange's fee on a listed option
     ]
 )
 
@@ -247,6 +273,7 @@ class PricingParams(NamedTuple):
     cb_iv_move: float
     cb_hours: float
     cb_min_free: float
+    max_vega: float  # |book vega| per vol point / NAV above which vega-adding fills stop
 
 
 class HedgeParams(NamedTuple):
@@ -297,6 +324,19 @@ class FlowParams(NamedTuple):
     size_sigma: float
 
 
+class VegaHedgeParams(NamedTuple):
+    """[vega_hedge]: when and how much book vega the pool hedges with listed options, and what
+    the exchange charges (spread in vol points around the market vol, fee per contract)."""
+
+    policy: int
+    band: float  # |book vega| per vol point / NAV that triggers a hedge
+    target: float  # ... that the hedge brings it back to
+    tenor_days: int  # ns: the band policy trades the listed expiry nearest to now + this
+    spread_vol: float
+    fee_spot: float  # fee per contract as a share of spot ...
+    fee_cap: float  # ... at most this share of the option's price
+
+
 class Params(NamedTuple):
     pool: PoolParams
     pricing: PricingParams
@@ -304,6 +344,7 @@ class Params(NamedTuple):
     slippage: SlippageParams
     lp: LpParams
     flow: FlowParams
+    vega_hedge: VegaHedgeParams
 
 
 # --- inputs and state bundles ---------------------------------------------------------------
@@ -344,6 +385,16 @@ class FlowRows(NamedTuple):
     size: np.ndarray
     informed: np.ndarray  # bool: keeps its own edge rule, never declines on price
     u: np.ndarray  # the row's uniform draw in [0, 1): it takes the pool's price when u < p
+
+
+class ListedOptions(NamedTuple):
+    """The listed options a vega hedge may trade: at tick t (global over a batch's paths), the
+    at-the-money series of each listed expiry, series[offsets[t]:offsets[t+1]] in expiry order.
+    Series from `first` on are listed options, never traded by the flow."""
+
+    offsets: np.ndarray
+    series: np.ndarray
+    first: int
 
 
 class LpRows(NamedTuple):
@@ -414,6 +465,7 @@ class PathState(NamedTuple):
     queue: WithdrawalQueue
     account: np.ndarray  # one ACCOUNT_DTYPE record
     log_iv_sum: np.ndarray  # running sum of log iv, for the circuit breaker's trailing mean
+    bucket_vega: np.ndarray  # tenor-matched vega hedge: book vega per listed expiry of the tick
 
 
 class Records(NamedTuple):

@@ -45,6 +45,7 @@ COLOURS = dict(
             "#bcbd22",
             "#aec7e8",
             "#393b79",
+            "#637939",
         ),
         strict=True,
     )
@@ -226,10 +227,16 @@ def net_delta(
 def vega_utilisation(
     steps: pl.DataFrame, path: Path, subtitle: str = "", max_utilisation: float | None = None
 ) -> Path:
-    """Vega at risk (top) and how much of the pool's capital backs it (bottom)."""
+    """Vega at risk (top; with a vega hedge, also the flow's book before it) and how much of the
+    pool's capital backs it (bottom)."""
+    if "listed_vega" not in steps.columns:  # a run from before vega hedging
+        steps = steps.with_columns(listed_vega=pl.lit(0.0))
     data = _thin(
         steps.select(
-            "ts", vega=pl.col("book_vega") / 100.0, utilisation=pl.col("utilisation") * 100
+            "ts",
+            vega=pl.col("book_vega") / 100.0,
+            before=(pl.col("book_vega") - pl.col("listed_vega")) / 100.0,
+            utilisation=pl.col("utilisation") * 100,
         ),
         _extreme("vega"),
         pl.col("utilisation").max(),
@@ -244,6 +251,10 @@ def vega_utilisation(
         ts, vega, 0.0, where=vega < 0, color="#d62728", alpha=0.5, lw=0, label="short vega"
     )
     top.axhline(0.0, color="black", lw=0.6)
+    if (steps["listed_vega"] != 0).any():
+        before = data["before"].to_numpy()
+        top.plot(ts, before, color="black", lw=0.8, label="before the vega hedge")
+        vega = np.concatenate([vega, before])  # the axis holds both
     _money(top, vega, "book vega per vol point")
     _legend_outside(top)
     bottom.plot(ts, data["utilisation"], color="#1f77b4", lw=1.0, label="utilisation")
@@ -364,6 +375,7 @@ STEP_COLUMNS = (
     "book_delta",
     "net_delta",
     "book_vega",
+    "listed_vega",
     "utilisation",
     *PNL_COMPONENTS,
     "pnl_total",

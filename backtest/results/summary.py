@@ -175,15 +175,32 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
 
 
 def _hedge_metrics(hedges: pl.DataFrame) -> pl.DataFrame:
+    """The delta hedge's trades in the underlying, and the vega hedge's in listed options (their
+    cost is the spread paid over the mark plus the exchange's fee: pnl_vega_hedge_cost)."""
     costs = ("slippage_cost", "gas_cost", "mev_cost")
+    option = pl.col("instrument") == "option"
+
+    def underlying(expr: pl.Expr) -> pl.Expr:
+        return expr.filter(~option)
+
     return hedges.group_by("path_id", maintain_order=True).agg(
-        n_hedges=pl.len(),
-        hedge_volume=pl.col("qty").abs().sum(),
-        hedge_notional=(pl.col("qty").abs() * pl.col("spot")).sum(),
-        hedge_cost=row_sum(*costs).sum(),
-        hedge_slippage=pl.col("slippage_cost").sum(),
-        hedge_gas=pl.col("gas_cost").sum(),
-        hedge_mev=pl.col("mev_cost").sum(),
+        n_hedges=(~option).sum(),
+        hedge_volume=underlying(pl.col("qty").abs()).sum(),
+        hedge_notional=underlying(pl.col("qty").abs() * pl.col("spot")).sum(),
+        hedge_cost=underlying(row_sum(*costs)).sum(),
+        hedge_slippage=underlying(pl.col("slippage_cost")).sum(),
+        hedge_gas=underlying(pl.col("gas_cost")).sum(),
+        hedge_mev=underlying(pl.col("mev_cost")).sum(),
+        n_vega_hedges=option.sum(),
+        vega_hedged=pl.col("vega").filter(option).abs().sum(),
+        vega_hedge_cost=(pl.col("slippage_cost") + pl.col("fee")).filter(option).sum(),
+    )
+
+
+def _vega_hedge_pnl(series: pl.DataFrame) -> pl.DataFrame:
+    """What the listed options the vega hedge bought earned in greeks, before their cost."""
+    return series.group_by("path_id", maintain_order=True).agg(
+        pnl_vega_hedge=row_sum(*SERIES_COMPONENTS).filter(pl.col("listed")).sum()
     )
 
 
@@ -215,6 +232,7 @@ COUNTS = (
     "n_flow",
     *[f"n_{state}_{r}" for state in ("rejected", "partial") for r in REASONS],
     "n_hedges",
+    "n_vega_hedges",
     "n_informed",
     "n_liquidations",
     "n_withdrawals",
@@ -234,6 +252,9 @@ AMOUNTS = (
     "hedge_slippage",
     "hedge_gas",
     "hedge_mev",
+    "vega_hedged",
+    "vega_hedge_cost",
+    "pnl_vega_hedge",
     "liquidation_volume",
     "lp_deposits",
     "lp_withdrawals",
@@ -313,6 +334,10 @@ COLUMNS = (
     "n_lp_rejected",
     "lp_unwind_cost",
     "lp_withdrawal_fees",
+    "n_vega_hedges",
+    "vega_hedged",
+    "vega_hedge_cost",
+    "pnl_vega_hedge",
 )
 
 
@@ -322,6 +347,7 @@ def summary_frame(
     hedges: pl.DataFrame,
     liquidations: pl.DataFrame,
     lp: pl.DataFrame,
+    series: pl.DataFrame,
     *,
     initial: float,
     run_id: str,
@@ -343,6 +369,7 @@ def summary_frame(
         .join(_hedge_metrics(hedges), on="path_id", how="left", maintain_order="left")
         .join(_liquidation_metrics(liquidations), on="path_id", how="left", maintain_order="left")
         .join(_lp_metrics(lp), on="path_id", how="left", maintain_order="left")
+        .join(_vega_hedge_pnl(series), on="path_id", how="left", maintain_order="left")
         .with_columns(
             pl.col(*COUNTS).fill_null(0).cast(pl.Int64),
             pl.col(*AMOUNTS).fill_null(0.0),
@@ -376,6 +403,7 @@ def summarise(prep: Batch, tables: Tables) -> pl.DataFrame:
         tables.hedges,
         tables.liquidations,
         tables.lp,
+        tables.series,
         initial=prep.strategy.pool.initial_capital,
         run_id=prep.run_id,
         strategy=prep.strategy.name,

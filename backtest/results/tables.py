@@ -161,12 +161,25 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         return frame.select("run_id", "path_id", "ts", *columns)
 
     hedge_labels = [HEDGE_REASONS[c] for c in range(len(HEDGE_REASONS))]
+    underlying = prep.strategy.hedge.instrument
     hedges = events(
         "hedges",
         "reason",
         hedge_labels,
-        False,
+        True,
         *("qty", "spot", "exec_price", "slippage_cost", "gas_cost", "mev_cost", "reason"),
+        *("series", "expiry", "strike", "kind", "iv", "vega", "fee"),
+    ).select(
+        pl.exclude("series", "expiry", "strike", "kind", "iv", "vega", "fee"),
+        instrument=pl.when(pl.col("series") >= 0)
+        .then(pl.lit("option"))
+        .otherwise(pl.lit(underlying)),
+        expiry=pl.col("expiry"),
+        strike=pl.col("strike"),
+        kind=pl.col("kind"),
+        iv=pl.col("iv").fill_nan(None),  # null: the underlying
+        vega=pl.col("vega"),
+        fee=pl.col("fee"),
     )
     liquidations = events(
         "closes",
@@ -198,6 +211,7 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             pnl_fees=pl.col("fees"),
             pnl_impact=pl.col("impact"),
             pnl_total=row_sum(*SERIES_COMPONENTS, "fees", "impact", "pnl_liquidation"),
+            listed=pl.col("series") >= prep.listed.first,
         )
         .select(
             "run_id",
@@ -205,6 +219,7 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             "expiry",
             "strike",
             "kind",
+            "listed",
             "volume",
             "fees",
             *SERIES_COMPONENTS,
