@@ -4,16 +4,18 @@ multi-path runs."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 import shutil
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from scenarios import make_run
 
-from backtest.results.plots import plot_run
+from backtest.results.plots import MAX_POINTS, plot_run, vega_utilisation
 from backtest.results.report import build_report
 
 pytestmark = pytest.mark.e2e
@@ -89,3 +91,33 @@ def test_report_of_a_summary_only_run(multi, tmp_path):
     html = build_report(folder).read_text(encoding="utf-8")
     assert len(check_self_contained(html)) == 1  # the LP-return histogram
     assert "Distribution across paths" in html
+
+
+def test_a_vega_hedged_run_plots_the_book_before_and_after_the_hedge(tmp_path):
+    folder = make_run(tmp_path, vega_hedge={"policy": "band", "band": 1e-6})
+    steps = pl.read_parquet(folder / "steps.parquet")
+    assert (steps["listed_vega"] != 0).any()
+    assert {f.stem for f in plot_run(folder)} == SINGLE_PLOTS
+
+
+def test_the_vega_plot_thins_a_long_run_with_both_vega_lines(tmp_path):
+    """More ticks than MAX_POINTS: every column drawn must survive the bucketing."""
+    n = 3 * MAX_POINTS
+    ts = pl.datetime_range(
+        dt.datetime(2024, 1, 1),
+        dt.datetime(2024, 1, 1) + dt.timedelta(hours=n - 1),
+        "1h",
+        time_zone="UTC",
+        eager=True,
+    )
+    wave = np.sin(np.arange(n) / 50.0)
+    steps = pl.DataFrame(
+        {
+            "ts": ts,
+            "book_vega": 1e4 * wave,
+            "listed_vega": 5e3 * wave,
+            "utilisation": 0.3 + 0 * wave,
+        }
+    )
+    path = vega_utilisation(steps, tmp_path / "vega.png")
+    assert path.read_bytes().startswith(PNG)

@@ -239,6 +239,7 @@ def vega_utilisation(
             utilisation=pl.col("utilisation") * 100,
         ),
         _extreme("vega"),
+        _extreme("before"),
         pl.col("utilisation").max(),
     )
     fig, (top, bottom) = _figure(TALL, rows=2)

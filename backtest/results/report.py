@@ -81,6 +81,10 @@ METRICS: tuple[tuple[str, str, Formatter], ...] = (
     ("hedge_cost", "hedge cost (USD)", _money),
     ("hedge_cost_bps", "hedge cost (bp of notional)", _num),
     ("hedge_cost_over_fees", "hedge cost / fees", _pct),
+    ("n_vega_hedges", "vega hedge trades in listed options", _count),
+    ("vega_hedged", "vega hedged, |contracts x vega| (USD per vol)", _money),
+    ("vega_hedge_cost", "vega hedge cost: spread and exchange fees (USD)", _money),
+    ("pnl_vega_hedge", "PnL of the listed options held as vega hedge (USD)", _money),
     ("vega_taken", "vega risk taken, |contracts x vega| (USD per vol)", _money),
     ("fees_vega", "vega-utilisation fees (USD)", _money),
     ("fees_per_vega", "fees per unit of vega taken", _num),
@@ -129,7 +133,8 @@ CAPTIONS = {
     "attribution": "Cumulative PnL by component; the black line is the total.",
     "net_delta": "Top: the option book's delta, the hedge position and each hedge trade. "
     "Bottom: the delta left after hedging, as a share of NAV, against the hedge band.",
-    "vega_utilisation": "Top: book vega in USD per vol point. "
+    "vega_utilisation": "Top: book vega in USD per vol point (with a vega hedge, the line is the "
+    "flow's book before it). "
     "Bottom: collateral required as a share of NAV, against the utilisation cap.",
     "drawdown": "Distance of NAV per share below its running peak.",
     "nav_fan": "NAV quantiles across paths at each timestamp.",
