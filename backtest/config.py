@@ -201,6 +201,40 @@ class VegaHedgeConfig(StrictSection):
         return value
 
 
+class LendingConfig(StrictSection):
+    """Free cash supplied to a money market (docs/design.md, "Lent collateral"); share 0 = off."""
+
+    share: Fraction = 0.0
+    base_rate: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
+    slope1: Annotated[float, Field(ge=0.0, le=10.0)] = 0.04
+    kink: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    slope2: Annotated[float, Field(ge=0.0, le=100.0)] = 0.6
+    reserve_factor: Fraction = 0.1
+    market_usd: Positive = 1.0e9
+    recall_share: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    utilisation: str = "process"
+    util_mean: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+    util_reversion: NonNeg = 1.0
+    util_vol: NonNeg = 0.5
+    squeeze_start: str | None = None
+    squeeze_days: NonNeg = 0.0
+    squeeze_utilisation: Fraction = 1.0
+
+    @field_validator("squeeze_start")
+    @classmethod
+    def _is_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_time(value)
+        return value
+
+    @field_validator("utilisation")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('expected "process" or a Parquet path')
+        return value
+
+
 class Strategy(StrictSection):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "default"
     description: str = ""
@@ -212,6 +246,7 @@ class Strategy(StrictSection):
     hedge: HedgeConfig = Field(default_factory=HedgeConfig)
     slippage: SlippageConfig = Field(default_factory=SlippageConfig)
     vega_hedge: VegaHedgeConfig = Field(default_factory=VegaHedgeConfig)
+    lending: LendingConfig = Field(default_factory=LendingConfig)
 
 
 def parse_time(value: str) -> dt.datetime:

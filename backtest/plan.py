@@ -17,6 +17,7 @@ from backtest import threads
 from backtest.config import Strategy, parse_duration
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import ALL_PATHS, align_flow, validate_flow
+from backtest.inputs.lending import utilisation_for
 from backtest.inputs.listed import with_listed
 from backtest.inputs.lp import align_lp_flows, no_lp_flows
 from backtest.inputs.market import Market
@@ -101,6 +102,7 @@ class Plan:
     resolved: dict[str, Any] = field(default_factory=dict)
     surface: Surface | None = None
     lp_flows: pl.DataFrame | None = None
+    utilisation: pl.DataFrame | None = None  # [lending] utilisation from a file (None: process)
 
     def __post_init__(self) -> None:
         self.params = params_from(self.strategy)
@@ -130,6 +132,9 @@ class Plan:
             aligned=aligned,
             lp_flows=align_lp_flows(self.lp_flows, market),
             listed=listed,
+            utilisation=utilisation_for(
+                self.strategy.lending, market, self.utilisation, self.strategy.flow.seed
+            ),
         )
 
     def batches(self, size: int = PATHS_PER_BATCH) -> Iterator[Batch]:

@@ -25,6 +25,7 @@ from backtest.config import (
 from backtest.errors import InputError
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import load_flow, validate_flow
+from backtest.inputs.lending import PROCESS, check_covers, load_utilisation, validate_utilisation
 from backtest.inputs.lp import load_lp_flows, validate_lp_flows
 from backtest.inputs.market import load_market, market_from_frames, validate_market
 from backtest.inputs.surface import Surface, load_surface
@@ -172,6 +173,7 @@ def prepare(
     if strategy.lp.flows:
         lp_path = resolve_data_path(strategy.lp.flows, strategy_file, "flows", section="lp")
         lp_flows, lp_hash = load_lp_flows(lp_path), file_digest(lp_path)
+    utilisation = None
     run_facts = {
         "engine_version": ENGINE_VERSION,
         "market_sha256": file_digest(market_path),
@@ -180,6 +182,14 @@ def prepare(
         "lp_flows_sha256": lp_hash,
         "seed": strategy.flow.seed,
     }
+    lend = strategy.lending
+    if lend.share > 0.0 and lend.utilisation != PROCESS:  # only then: baselines' facts stay
+        util_path = resolve_data_path(
+            lend.utilisation, strategy_file, "utilisation", section="lending"
+        )
+        utilisation = load_utilisation(util_path)
+        check_covers(utilisation, mkt, util_path)
+        run_facts["utilisation_sha256"] = file_digest(util_path)
     if run_id is None:
         key = {**strategy.model_dump(mode="json"), "data": None, **run_facts}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -195,6 +205,7 @@ def prepare(
         {"strategy": strategy.model_dump(mode="json"), "run": run_facts},
         surface,
         lp_flows,
+        utilisation,
     )
 
 
@@ -228,7 +239,15 @@ def simulate(batch: Batch) -> KernelOutput:
         )
         counts = np.zeros((n_paths, len(RECORD_KINDS)), np.int64)
         args = (
-            MarketPath(mkt.ts, mkt.spot, mkt.iv, mkt.rate, mkt.funding, surf.snapshot_at(mkt.ts)),
+            MarketPath(
+                mkt.ts,
+                mkt.spot,
+                mkt.iv,
+                mkt.rate,
+                mkt.funding,
+                surf.snapshot_at(mkt.ts),
+                batch.utilisation,
+            ),
             mkt.offsets,
             SeriesSpec(
                 fl.series_expiry,
@@ -347,15 +366,23 @@ def simulate_frames(
     *,
     lp_flows: pl.DataFrame | None = None,
     surface: Surface | None = None,
+    utilisation: pl.DataFrame | None = None,
 ) -> tuple[Tables, pl.DataFrame]:
-    """Run in memory on polars frames (market/flow/LP-flow schemas of docs/design.md) and an
-    optional loaded surface; nothing is written. Returns the run tables and the summary."""
+    """Run in memory on polars frames (market/flow/LP-flow/utilisation schemas of
+    docs/design.md) and an optional loaded surface; nothing is written. Returns the run tables
+    and the summary. A utilisation frame serves [lending] in place of its `utilisation` key."""
     if not isinstance(strategy, Strategy):
         strategy = build_strategy(strategy, "strategy")
     mkt = market_from_frames([validate_market(market, "market", strategy.pricing.rate)], "market")
     flow_frame = None if flow is None else validate_flow(flow, "flow")
     lp_frame = None if lp_flows is None else validate_lp_flows(lp_flows, "lp flows")
-    plan = Plan(strategy, mkt, flow_frame, surface=surface, lp_flows=lp_frame)
+    util_frame = None
+    if utilisation is not None:
+        util_frame = validate_utilisation(utilisation, "utilisation")
+        check_covers(util_frame, mkt, "utilisation")
+    plan = Plan(
+        strategy, mkt, flow_frame, surface=surface, lp_flows=lp_frame, utilisation=util_frame
+    )
     batch = plan.whole()
     built = tables.build(batch, simulate(batch))
     return built, summarise(batch, built)

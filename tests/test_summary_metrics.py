@@ -77,6 +77,8 @@ def steps_frame(nav, hours, initial=None, **columns) -> pl.DataFrame:
             "pnl_theta": moves,
             "pnl_total": moves,
             "lp_flow": np.zeros(len(nav)),
+            **{c: np.zeros(len(nav)) for c in ("lent", "lent_locked", "lending_yield")},
+            "recall_blocked": np.zeros(len(nav), bool),
         }
     )
     return frame.with_columns(**{k: pl.Series(v) for k, v in columns.items()})
@@ -121,6 +123,7 @@ NO_LP = pl.DataFrame(
         "amount": pl.Float64,
         "unwind_cost": pl.Float64,
         "fee": pl.Float64,
+        "waited": pl.Boolean,
     }
 )
 

@@ -11,10 +11,14 @@ from backtest.kernel.valuation import NS_PER_YEAR
 @njit(cache=True, inline="always")
 def fund(t, mk, acct, row, pool, hedge):
     """pnl_interest: idle yield on the free cash of t-1 less borrow_rate on negative cash;
-    pnl_funding: the hedge's carry (perp funding, or the borrow fee of short spot units)."""
+    pnl_funding: the hedge's carry (perp funding, or the borrow fee of short spot units).
+    Cash lent to the money market (acct.lent, unchanged since t-1; 0 without lending) earns
+    the market's rate instead (lending.accrue), and is not in hand: idle yield is paid on free
+    cash less it, borrow_rate charged on cash in hand below zero."""
     dt = (mk.ts[t] - mk.ts[t - 1]) / NS_PER_YEAR
     interest = (
-        pool.idle_yield * max(acct.free_prev, 0.0) - pool.borrow_rate * max(-acct.cash_prev, 0.0)
+        pool.idle_yield * max(acct.free_prev - acct.lent, 0.0)
+        - pool.borrow_rate * max(-(acct.cash_prev - acct.lent), 0.0)
     ) * dt
     paid = hedge_carry(acct.units, mk.spot[t - 1], mk.funding[t - 1], dt, hedge)
     acct.cash += interest + paid

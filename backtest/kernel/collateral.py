@@ -155,10 +155,11 @@ def debt(cash, units, s_t, hedge):
 
 @njit(cache=True)
 def leverage(acct, s_t, hedge):
-    """(NAV + debt) / NAV: 1 when nothing is borrowed."""
+    """(NAV + debt) / NAV: 1 when nothing is borrowed. Cash lent out is not in hand: cash
+    below what is lent is borrowed."""
     if acct.nav <= 0.0:
         return math.inf
-    return (acct.nav + debt(acct.cash, acct.units, s_t, hedge)) / acct.nav
+    return (acct.nav + debt(acct.cash - acct.lent, acct.units, s_t, hedge)) / acct.nav
 
 
 @njit(cache=True)
@@ -208,28 +209,29 @@ def _locks_after(acct, kind, strike, q0, dq, mark, units, s_t, hedge):
 
 
 @njit(cache=True)
-def _full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge):
+def full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge, cash):
     """Largest x in [0, size] that keeps both the requirement within max_utilisation x NAV and
-    free cash at or above zero (or no worse than now, for a pool already beyond them).
+    free cash at or above zero (or no worse than now, for a pool already beyond them), the
+    pool's cash taken as `cash` (acct.cash; less what it cannot recall from lending).
 
     Both are convex and piecewise linear in x, with kinks where the position crosses zero and
     where the short calls pass the long hedge units: evaluated at those points, the answer is
     a linear interpolation, exact to rounding."""
     q0, kind, strike, mark = book.qty[i], ser.kind[i], ser.strike[i], book.price[i]
     cap = pool.max_utilisation * acct.nav
-    bound = max(acct.requirement - cap, acct.locked_cash - acct.cash, 0.0)
+    bound = max(acct.requirement - cap, acct.locked_cash - cash, 0.0)
     kink_zero = -q0 / direction
     others = acct.short_calls - exposure(q0, kind, strike, mark)[0]
     kink_cover = (-(max(acct.units, 0.0) - others) - q0) / direction if kind > 0 else -1.0
     a, b = min(kink_zero, kink_cover), max(kink_zero, kink_cover)
     best = size
-    prev_x, prev_r, prev_f = 0.0, acct.requirement - cap, acct.locked_cash - acct.cash
+    prev_x, prev_r, prev_f = 0.0, acct.requirement - cap, acct.locked_cash - cash
     for x in (a, b, size):
         if x <= prev_x or x > size:
             continue
         dq = direction * x
         req, locked = _locks_after(acct, kind, strike, q0, dq, mark, acct.units, s_t, hedge)
-        r, f = req - cap, locked - (acct.cash - dq * mark)  # fees aside: they only add cash
+        r, f = req - cap, locked - (cash - dq * mark)  # fees aside: they only add cash
         for g, g0 in ((r, prev_r), (f, prev_f)):
             if g > bound * (1.0 + 1e-12) + 1e-9:
                 best = min(best, prev_x + (bound - g0) * (x - prev_x) / (g - g0))
@@ -267,7 +269,7 @@ def fill_size(t, mk, ser, book, acct, i, direction, size, pool, hedge):
     if pool.collateral == DYNAMIC:
         filled = _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool)
     else:
-        filled = _full_fill(acct, book, ser, i, direction, size, mk.spot[t], pool, hedge)
+        filled = full_fill(acct, book, ser, i, direction, size, mk.spot[t], pool, hedge, acct.cash)
     return filled if filled >= DUST else 0.0
 
 
@@ -295,34 +297,36 @@ def _hedge_state(acct, x, s_t, iv, hedge, slip):
     cash = acct.cash - cash_paid(filled, s_t, cost, hedge)
     units = acct.units + filled
     req, locked = _locks_after(acct, 1.0, 0.0, 0.0, 0.0, 0.0, units, s_t, hedge)
-    return req, locked, cash, acct.nav - cost, debt(cash, units, s_t, hedge)
+    return req, locked, cash, acct.nav - cost, debt(cash - acct.lent, units, s_t, hedge)
 
 
 @njit(cache=True)
-def _hedge_excess(acct, x, s_t, iv, pool, hedge, slip):
+def _hedge_excess(acct, x, s_t, iv, pool, hedge, slip, held_back):
     """How far a hedge of x units takes the pool past what hedges may use: (full) requirement
-    above NAV or free cash below zero, (dynamic) leverage above max_leverage, as USD."""
+    above NAV or free cash below `held_back` (lent cash it cannot recall; 0 without lending),
+    (dynamic) leverage above max_leverage, as USD."""
     req, locked, cash, nav, owed = _hedge_state(acct, x, s_t, iv, hedge, slip)
     if pool.collateral == DYNAMIC:
         return nav + owed - pool.max_leverage * nav
-    return max(req - nav, locked - cash)
+    return max(req - nav, locked - (cash - held_back))
 
 
 @njit(cache=True)
-def hedge_room(order, t, mk, acct, pool, hedge, slip):
+def hedge_room(order, t, mk, acct, pool, hedge, slip, held_back):
     """The part of a hedge order the collateral rule allows: a full-collateral pool never draws
-    free cash below zero nor its requirement above NAV; a dynamic one never borrows beyond
-    max_leverage. The order is cut, not refused, and never below what the pool already has."""
+    free cash below zero (below the lent cash it cannot recall, `held_back`) nor its
+    requirement above NAV; a dynamic one never borrows beyond max_leverage. The order is cut,
+    not refused, and never below what the pool already has."""
     if pool.collateral == DYNAMIC and not pool.max_leverage < math.inf:
         return order
     s_t, iv = mk.spot[t], mk.iv[t]
-    bound = max(_hedge_excess(acct, 0.0, s_t, iv, pool, hedge, slip), 0.0)
-    if _hedge_excess(acct, order, s_t, iv, pool, hedge, slip) <= bound:
+    bound = max(_hedge_excess(acct, 0.0, s_t, iv, pool, hedge, slip, held_back), 0.0)
+    if _hedge_excess(acct, order, s_t, iv, pool, hedge, slip, held_back) <= bound:
         return order
     lo, hi = 0.0, 1.0
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        if _hedge_excess(acct, mid * order, s_t, iv, pool, hedge, slip) <= bound:
+        if _hedge_excess(acct, mid * order, s_t, iv, pool, hedge, slip, held_back) <= bound:
             lo = mid
         else:
             hi = mid

@@ -7,6 +7,7 @@ from numba import njit
 
 from backtest.kernel import collateral
 from backtest.kernel.instrument import trade_underlying
+from backtest.kernel.lending import stuck
 from backtest.kernel.slippage import proportional_cost
 from backtest.kernel.types import POLICY, REBALANCE
 
@@ -98,7 +99,7 @@ def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
         pending.qty[later] += decided
         pending.reason[later] = hedge.policy
     if order != 0.0:
-        order = collateral.hedge_room(order, t, mk, acct, pool, hedge, slip)
+        order = collateral.hedge_room(order, t, mk, acct, pool, hedge, slip, stuck(acct))
     if order != 0.0:
         filled = trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip)
         collateral.after_hedge(book, acct, filled, s_t, pool, hedge)

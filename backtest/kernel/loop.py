@@ -1,8 +1,8 @@
 """The event loop: one market path through the pool, tick by tick, in docs/design.md's order.
 
-Mark -> settle -> fund -> trade -> hedge -> risk -> LP flows -> insolvency -> record. This
-module only sequences the steps and allocates one path's state; each rule lives in its own
-module. Every money movement lands in exactly one pnl_* component or in lp_flow, so
+Mark -> settle -> fund -> trade -> hedge -> risk -> LP flows -> insolvency -> lending -> record.
+This module only sequences the steps and allocates one path's state; each rule lives in its
+own module. Every money movement lands in exactly one pnl_* component or in lp_flow, so
 nav[t] - nav[t-1] == pnl_total[t] + lp_flow[t] holds to rounding.
 """
 
@@ -19,6 +19,7 @@ from backtest.kernel import (
     hedge,
     impact,
     instrument,
+    lending,
     lp,
     vega,
 )
@@ -90,6 +91,7 @@ def ticks(
     lp_params,
     fp,
     vh,
+    lend,
     out,
     state,
 ):
@@ -109,6 +111,8 @@ def ticks(
             attribution.mark_book(t, mk, ser, surf, imp, terms, bk, acct, row, out.series, pricing)
             book.settle(bk, acct, ser, mk.ts[t])
             carry.fund(t, mk, acct, row, pool, hedging)
+            lending.accrue(t, mk, acct, row, lend)
+        lending.open_tick(t, mk, acct, lend)
         book.revalue(bk, acct, ser, mk.spot[t], hedging)
         collateral.refresh(t, mk, ser, bk, acct, pool, hedging)
         circuit_breaker(t, mk, state.log_iv_sum, acct, pricing)
@@ -138,6 +142,7 @@ def ticks(
         lp.lp_step(t, mk, ser, lp_rows, queue, bk, acct, row, out, pool, hedging, slip, lp_params)
         if acct.nav < 0.0 or (acct.nav == 0.0 and acct.shares > 0.0):
             acct.insolvent = 1  # equity gone: bad debt, no more flow
+        lending.rebalance(t, mk, acct, row, lend)
         record(t, mk, acct, row, pool, hedging)
         if vh.policy != NO_VEGA_POLICY:
             row.listed_vega = vega.held_vega(bk, acct, listed.first)
@@ -164,7 +169,9 @@ def new_state(mk, ser, listed, lp_rows, pool, hedging, lp_params):
     )
     pending = PendingHedges(np.zeros(hedging.latency + 1), np.zeros(hedging.latency + 1, np.int8))
     capacity = lp_rows.tick.shape[0] + 2 * n_ticks  # a run-rule and a yield request a tick
-    queue = WithdrawalQueue(np.zeros(capacity, np.int64), np.zeros(capacity))
+    queue = WithdrawalQueue(
+        np.zeros(capacity, np.int64), np.zeros(capacity), np.zeros(capacity, np.int8)
+    )
     log_iv_sum = np.zeros(n_ticks + 1)
     for t in range(n_ticks):
         log_iv_sum[t + 1] = log_iv_sum[t] + math.log(mk.iv[t])
@@ -207,6 +214,7 @@ def run_paths(
     lp_params,
     flow_params,
     vh,
+    lending_params,
     out,
     offsets,
     counts,
@@ -225,7 +233,13 @@ def run_paths(
         a, b = tick_offsets[k], tick_offsets[k + 1]
         fa, fb = flow_offsets[k], flow_offsets[k + 1]
         path = MarketPath(
-            mk.ts[a:b], mk.spot[a:b], mk.iv[a:b], mk.rate[a:b], mk.funding[a:b], mk.snap[a:b]
+            mk.ts[a:b],
+            mk.spot[a:b],
+            mk.iv[a:b],
+            mk.rate[a:b],
+            mk.funding[a:b],
+            mk.snap[a:b],
+            mk.util[a:b],  # empty while lending is off
         )
         path_flow = FlowRows(
             flow.tick[fa:fb],
@@ -260,6 +274,7 @@ def run_paths(
             lp_params,
             flow_params,
             vh,
+            lending_params,
             records,
             state,
         )

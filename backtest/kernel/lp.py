@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 from backtest.kernel.collateral import close_all, exit_cap, shrink
+from backtest.kernel.lending import can_pay
 from backtest.kernel.types import LP_DEPOSIT, LP_REJECTED, LP_REQUEST, LP_WITHDRAWAL, WITHDRAWAL
 from backtest.kernel.valuation import NS_PER_YEAR
 
@@ -27,10 +28,14 @@ NS_PER_DAY = 86_400 * 1_000_000_000
 DAY_IN_YEARS = NS_PER_DAY / NS_PER_YEAR  # the yield-chasing decision's cadence
 # Whether an event is a yield-chasing LP's (np.int8, not an int literal: see types.py)
 FLOW, CHASE = np.int8(0), np.int8(1)
+# Whether a payout waited for lent cash to be recalled (np.int8, as above)
+PROMPT = np.int8(0)
 
 
 @njit(cache=True)
-def record_lp(lp_out, acct, ts, event, amount, shares, nav_per_share, unwind_cost, fee, driven):
+def record_lp(
+    lp_out, acct, ts, event, amount, shares, nav_per_share, unwind_cost, fee, driven, waited
+):
     if acct.n_lp_events < lp_out.shape[0]:
         rec = lp_out[acct.n_lp_events]
         rec.ts = ts
@@ -41,6 +46,7 @@ def record_lp(lp_out, acct, ts, event, amount, shares, nav_per_share, unwind_cos
         rec.unwind_cost = unwind_cost
         rec.fee = fee
         rec.yield_driven = driven
+        rec.waited = waited
     acct.n_lp_events += 1
 
 
@@ -52,14 +58,14 @@ def deposit(acct, records, now, amount, driven):
     elif acct.nav > 0.0:
         price = acct.nav / acct.shares
     else:
-        record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0, driven)
+        record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0, driven, PROMPT)
         return
     minted = amount / price
     acct.shares += minted
     acct.cash += amount
     acct.nav += amount
     acct.lp_flow += amount
-    record_lp(records.lp, acct, now, LP_DEPOSIT, amount, minted, price, 0.0, 0.0, driven)
+    record_lp(records.lp, acct, now, LP_DEPOSIT, amount, minted, price, 0.0, 0.0, driven, PROMPT)
 
 
 @njit(cache=True)
@@ -69,19 +75,24 @@ def request(acct, queue, records, now, shares, nav_per_share, lp, driven):
     queue.shares[acct.wq_tail] = shares
     acct.wq_tail += 1
     amount = -shares * nav_per_share
-    record_lp(records.lp, acct, now, LP_REQUEST, amount, -shares, nav_per_share, 0.0, 0.0, driven)
+    record_lp(
+        records.lp, acct, now, LP_REQUEST, amount, -shares, nav_per_share, 0.0, 0.0, driven, PROMPT
+    )
 
 
 @njit(cache=True)
-def pay(t, mk, ser, book, acct, row, records, wanted, pool, hedge, slip, lp):
-    """Pay out `wanted` shares (all there are, at most) at NAV per share after the unwind."""
+def pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, lp):
+    """Pay out `wanted` shares (all there are, at most) at NAV per share after the unwind;
+    `waited`: it waited for lent cash (lending.can_pay)."""
     now = mk.ts[t]
     shares = min(wanted, acct.shares)
     if shares <= 0.0:
         return
     nav_per_share = acct.nav / acct.shares
     if acct.nav <= 0.0:
-        record_lp(records.lp, acct, now, LP_REJECTED, 0.0, -shares, nav_per_share, 0.0, 0.0, FLOW)
+        record_lp(
+            records.lp, acct, now, LP_REJECTED, 0.0, -shares, nav_per_share, 0.0, 0.0, FLOW, waited
+        )
         return
     nav_before = acct.nav
     if shares >= acct.shares * (1.0 - LAST):
@@ -118,6 +129,7 @@ def pay(t, mk, ser, book, acct, row, records, wanted, pool, hedge, slip, lp):
         unwind_cost,
         fee,
         FLOW,
+        waited,
     )
 
 
@@ -177,7 +189,7 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
             nav_per_share = acct.nav / acct.shares
             request(acct, queue, records, now, -amount / nav_per_share, nav_per_share, lp, FLOW)
         else:
-            record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0, FLOW)
+            record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0, FLOW, PROMPT)
     if lp.deposit_elasticity > 0.0 or lp.withdrawal_elasticity > 0.0:
         chase_yield(t, mk, queue, acct, records, lp)
     # The run rule: each further run_drawdown of drawdown in NAV per share sends run_fraction out.
@@ -192,5 +204,10 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
             acct.run_level += lp.run_drawdown
     while acct.wq_head < acct.wq_tail and queue.due[acct.wq_head] <= now:
         wanted = queue.shares[acct.wq_head]
+        if not can_pay(acct, wanted, LAST, lp):  # lent cash is stuck: it and those behind wait
+            queue.waited[acct.wq_head] = 1
+            acct.lp_waiting = 1
+            return
+        waited = queue.waited[acct.wq_head]
         acct.wq_head += 1
-        pay(t, mk, ser, book, acct, row, records, wanted, pool, hedge, slip, lp)
+        pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, lp)

@@ -11,8 +11,10 @@ from backtest.kernel import collateral, impact
 from backtest.kernel.book import DUST
 from backtest.kernel.fees import fee_for
 from backtest.kernel.impact import NS_PER_HOUR
+from backtest.kernel.lending import fill_cap
 from backtest.kernel.reference import acceptance, reference_price
 from backtest.kernel.types import (
+    REJECT_COLLATERAL_LOCKED,
     REJECT_HALTED,
     REJECT_INSOLVENT,
     REJECT_LEVERAGE,
@@ -131,6 +133,12 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
                 rec.reject_reason = REJECT_VEGA_LIMIT
             else:
                 rec.reject_reason = REJECT_UTILISATION
+            # Lent cash the money market cannot repay now is no collateral (0 without lending).
+            kept = fill_cap(t, mk, ser, book, acct, i, direction, filled, pool, hedge)
+            if kept < filled:
+                filled = kept
+                rec.reject_reason = REJECT_COLLATERAL_LOCKED
+                acct.recall_blocked = 1
         rec.filled = filled
         if filled <= 0.0:
             continue

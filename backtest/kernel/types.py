@@ -22,6 +22,7 @@ VEGA_POLICY = {"none": 0, "band": 1, "tenor_matched": 2}
 # Why a flow row was not (fully) filled.
 # "price": a price-elastic trader took the reference venue's price instead of the pool's.
 # "vega_limit": the fill would have taken |book vega| past [pricing] max_vega x NAV.
+# "collateral_locked": the collateral it needed is lent out and the money market cannot repay it.
 REJECT_REASONS = (
     "",
     "utilisation",
@@ -30,6 +31,7 @@ REJECT_REASONS = (
     "leverage",
     "price",
     "vega_limit",
+    "collateral_locked",
 )
 (
     REJECT_NONE,
@@ -39,7 +41,8 @@ REJECT_REASONS = (
     REJECT_LEVERAGE,
     REJECT_PRICE,
     REJECT_VEGA_LIMIT,
-) = range(7)
+    REJECT_COLLATERAL_LOCKED,
+) = range(8)
 
 # Codes handed to kernel functions as arguments are np.int64, not int: numba compiles a
 # function once per distinct int literal it is called with (shrink twice, record_lp four
@@ -116,6 +119,16 @@ STEP_DTYPE = np.dtype(
         ("n_live_series", np.int64),
         ("insolvent", np.int8),
         ("halted", np.int8),
+        # Lent collateral (all 0 while [lending] share = 0): cash supplied to the money market
+        # at the end of the tick (part of cash), the part of it the market could not repay
+        # now, the market's utilisation and supply rate at the tick, this tick's supply yield
+        # (part of pnl_interest), and whether the pool needed cash it could not recall.
+        ("lent", np.float64),
+        ("lent_locked", np.float64),
+        ("lending_utilisation", np.float64),
+        ("lending_rate", np.float64),
+        ("lending_yield", np.float64),
+        ("recall_blocked", np.int8),
     ]
 )
 
@@ -191,6 +204,7 @@ LP_DTYPE = np.dtype(
         ("unwind_cost", np.float64),  # what closing positions for this exit cost the leaver
         ("fee", np.float64),  # withdrawal fee, kept by the LPs who stay
         ("yield_driven", np.int8),  # 1: a yield-chasing deposit or request, not an [lp] flow
+        ("waited", np.int8),  # 1: a payout that waited for cash lent out to be recalled
     ]
 )
 
@@ -238,6 +252,10 @@ ACCOUNT_DTYPE = np.dtype(
         ("wq_tail", np.int64),
         ("yield_day", np.int64),  # yield-chasing LPs: the UTC day of the last decision
         ("yield_from", np.int64),  # the last tick at or before the trailing window's start
+        ("lent", np.float64),  # cash supplied to the money market (part of cash)
+        ("recall_room", np.float64),  # what the market can still repay the pool this tick
+        ("recall_blocked", np.int64),  # the pool needed lent cash it could not recall
+        ("lp_waiting", np.int64),  # a due withdrawal waits for lent cash
     ]
 )
 
@@ -337,6 +355,19 @@ class VegaHedgeParams(NamedTuple):
     fee_cap: float  # ... at most this share of the option's price
 
 
+class LendingParams(NamedTuple):
+    """The [lending] keys the kernel reads (the utilisation series arrives with the market)."""
+
+    share: float  # of free cash kept supplied; 0 = off
+    base_rate: float
+    slope1: float
+    kink: float
+    slope2: float
+    reserve_factor: float
+    market_usd: float
+    recall_share: float
+
+
 class Params(NamedTuple):
     pool: PoolParams
     pricing: PricingParams
@@ -345,6 +376,7 @@ class Params(NamedTuple):
     lp: LpParams
     flow: FlowParams
     vega_hedge: VegaHedgeParams
+    lending: LendingParams
 
 
 # --- inputs and state bundles ---------------------------------------------------------------
@@ -359,6 +391,7 @@ class MarketPath(NamedTuple):
     rate: np.ndarray
     funding: np.ndarray
     snap: np.ndarray
+    util: np.ndarray  # the money market's utilisation per tick (empty while lending is off)
 
 
 class SeriesSpec(NamedTuple):
@@ -453,6 +486,7 @@ class PendingHedges(NamedTuple):
 class WithdrawalQueue(NamedTuple):
     due: np.ndarray  # ns
     shares: np.ndarray
+    waited: np.ndarray  # int8: 1 once the request waited for lent cash
 
 
 class PathState(NamedTuple):

@@ -12,6 +12,7 @@ import math
 from numba import njit
 
 from backtest.kernel import collateral
+from backtest.kernel.lending import fill_cap
 from backtest.kernel.types import VEGA_BAND, VEGA_POLICY, VEGA_TENOR_MATCHED
 from backtest.kernel.valuation import MIN_VOL, price_at, value_series
 
@@ -83,6 +84,11 @@ def trade_listed(t, mk, i, want, reason, ser, terms, book, acct, row, out, pool,
     s_t = mk.spot[t]
     direction = 1.0 if want > 0.0 else -1.0
     size = collateral.fill_size(t, mk, ser, book, acct, i, direction, abs(want), pool, hedge)
+    # Cut, as flow is, where it would need lent cash the money market cannot repay now.
+    kept = fill_cap(t, mk, ser, book, acct, i, direction, size, pool, hedge)
+    if kept < size:
+        size = kept
+        acct.recall_blocked = 1
     if size <= 0.0:
         return
     mark = book.price[i]

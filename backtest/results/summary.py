@@ -76,6 +76,14 @@ def _step_metrics(steps: pl.DataFrame, initial: float) -> pl.DataFrame:
             pl.col("pnl_residual").abs().sum(), pl.col("option_move").sum()
         ).fill_null(0.0),
         reconcile_max_abs=pl.col("reconcile").max(),
+        # Lent collateral (all 0 with lending off): the supply yield (part of pnl_interest),
+        # cash lent on average and at most, the most that could not be recalled, and the
+        # ticks the pool needed lent cash it could not recall.
+        lending_yield=pl.col("lending_yield").sum(),
+        mean_lent=pl.col("lent").mean(),
+        max_lent=pl.col("lent").max(),
+        max_lent_locked=pl.col("lent_locked").max(),
+        n_recall_blocked=pl.col("recall_blocked").sum().cast(pl.Int64),
     )
 
 
@@ -220,6 +228,7 @@ def _lp_metrics(lp: pl.DataFrame) -> pl.DataFrame:
         lp_withdrawals=-amount.filter(event == "withdrawal").sum(),
         n_withdrawals=(event == "withdrawal").sum(),
         n_lp_rejected=(event == "rejected").sum(),
+        n_withdrawals_waited=((event == "withdrawal") & pl.col("waited")).sum(),
         lp_unwind_cost=pl.col("unwind_cost").sum(),
         lp_withdrawal_fees=pl.col("fee").sum(),
     )
@@ -237,6 +246,7 @@ COUNTS = (
     "n_liquidations",
     "n_withdrawals",
     "n_lp_rejected",
+    "n_withdrawals_waited",
 )
 AMOUNTS = (
     "volume",
@@ -338,6 +348,12 @@ COLUMNS = (
     "vega_hedged",
     "vega_hedge_cost",
     "pnl_vega_hedge",
+    "lending_yield",
+    "mean_lent",
+    "max_lent",
+    "max_lent_locked",
+    "n_recall_blocked",
+    "n_withdrawals_waited",
 )
 
 

@@ -88,6 +88,7 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         ts=_timestamp(pl.col("ts")),
         insolvent=pl.col("insolvent").cast(pl.Boolean),
         halted=pl.col("halted").cast(pl.Boolean),
+        recall_blocked=pl.col("recall_blocked").cast(pl.Boolean),
     )
     steps = steps.select(
         "run_id", "path_id", *[c for c in steps.columns if c not in ("run_id", "path_id")]
@@ -193,8 +194,17 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
         "event",
         LP_EVENTS,
         False,
-        *("event", "amount", "shares", "nav_per_share", "unwind_cost", "fee", "yield_driven"),
-    ).with_columns(pl.col("yield_driven").cast(pl.Boolean))
+        *(
+            "event",
+            "amount",
+            "shares",
+            "nav_per_share",
+            "unwind_cost",
+            "fee",
+            "yield_driven",
+            "waited",
+        ),
+    ).with_columns(pl.col("yield_driven", "waited").cast(pl.Boolean))
 
     n_paths, n_series = out.records.series.shape
     flat = out.records.series.reshape(-1)

@@ -1,0 +1,122 @@
+"""The money market's utilisation per tick, for lent collateral ([lending], docs/design.md).
+
+Either a Parquet of (ts, utilisation in [0, 1]), each tick taking the latest row at or before
+it, or "process": a seeded mean-reverting process in logit space, one draw stream per path
+(`SeedSequence([seed, path_id], spawn_key=(2,))`), with an optional scripted squeeze (the
+utilisation pinned at squeeze_utilisation for squeeze_days from squeeze_start).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from backtest.config import LendingConfig, parse_time
+from backtest.errors import InputError
+from backtest.inputs.checks import (
+    as_float,
+    as_utc_ns,
+    check_increasing,
+    first_bad,
+    read_parquet,
+    require_columns,
+)
+from backtest.inputs.market import Market
+
+UTILISATION_STREAM = 2  # spawn key of the process's draws (the flow's acceptance draws use 1)
+NS_PER_DAY = 86_400 * 1_000_000_000
+PROCESS = "process"
+
+
+def validate_utilisation(df: pl.DataFrame, source: Path | str) -> pl.DataFrame:
+    require_columns(df, source, ("ts", "utilisation"))
+    frame = pl.DataFrame(
+        {
+            "ts": as_utc_ns(df, source, "ts"),
+            "utilisation": as_float(df, source, "utilisation", positive=False),
+        }
+    )
+    u = pl.col("utilisation")
+    row = first_bad(frame, (u < 0.0) | (u > 1.0))
+    if row is not None:
+        value = frame["utilisation"][row]
+        raise InputError.at(source, "utilisation", row, f"must be in [0, 1], found {value}")
+    check_increasing(frame["ts"], pl.Series([0] * frame.height), source)
+    if frame.height == 0:
+        raise InputError.at(source, "utilisation", None, "no rows")
+    return frame
+
+
+def load_utilisation(path: str | Path) -> pl.DataFrame:
+    return validate_utilisation(read_parquet(Path(path)), Path(path))
+
+
+def check_covers(frame: pl.DataFrame, market: Market, source: Path | str) -> None:
+    """Every path's first tick has a row at or before it (no tick is left without a value)."""
+    first = int(frame["ts"][0])
+    for k in range(market.n_paths):
+        start = int(market.ts[market.path(k)][0])
+        if start < first:
+            when = pl.Series([start]).cast(pl.Datetime("ns", "UTC"))[0]
+            raise InputError.at(
+                source, "ts", 0, f"first row is after the market's first tick {when}"
+            )
+
+
+def aligned(frame: pl.DataFrame, market: Market) -> np.ndarray:
+    """Each tick's utilisation: the latest row at or before it (check_covers has run)."""
+    times = frame["ts"].to_numpy().astype(np.int64)
+    values = frame["utilisation"].to_numpy().astype(np.float64)
+    at = np.searchsorted(times, market.ts, side="right") - 1
+    return values[np.maximum(at, 0)]
+
+
+def process(ts: np.ndarray, cfg: LendingConfig, seed: int, path_id: int) -> np.ndarray:
+    """One path's utilisation: x = logit(u) reverts to logit(util_mean) at util_reversion per
+    day with util_vol per sqrt(day) (Ornstein-Uhlenbeck, sampled exactly on the ticks), from
+    x = logit(util_mean) at the first tick; then the squeeze window, if any, set to
+    squeeze_utilisation."""
+    rng = np.random.default_rng(
+        np.random.SeedSequence([seed, path_id], spawn_key=(UTILISATION_STREAM,))
+    )
+    n = len(ts)
+    z = rng.standard_normal(n)
+    mean = math.log(cfg.util_mean / (1.0 - cfg.util_mean))
+    days = np.diff(ts) / NS_PER_DAY
+    kappa, sigma = cfg.util_reversion, cfg.util_vol
+    decay = np.exp(-kappa * days)
+    if kappa > 0.0:
+        sd = sigma * np.sqrt((1.0 - decay**2) / (2.0 * kappa))
+    else:
+        sd = sigma * np.sqrt(days)
+    x = np.empty(n)
+    x[0] = mean
+    for k in range(1, n):
+        x[k] = mean + (x[k - 1] - mean) * decay[k - 1] + sd[k - 1] * z[k]
+    u = 1.0 / (1.0 + np.exp(-x))
+    if cfg.squeeze_start is not None and cfg.squeeze_days > 0.0:
+        start = parse_time(cfg.squeeze_start)
+        begin = int(start.timestamp()) * 1_000_000_000 + start.microsecond * 1_000
+        end = begin + int(cfg.squeeze_days * NS_PER_DAY)
+        u = np.where((ts >= begin) & (ts < end), cfg.squeeze_utilisation, u)
+    return u
+
+
+def utilisation_for(
+    cfg: LendingConfig, market: Market, frame: pl.DataFrame | None, seed: int
+) -> np.ndarray:
+    """The utilisation at every tick of the market's paths, back to back; empty while lending
+    is off (the kernel then never reads it)."""
+    if cfg.share == 0.0:
+        return np.zeros(0)
+    if frame is not None:
+        return aligned(frame, market)
+    return np.concatenate(
+        [
+            process(market.ts[market.path(k)], cfg, seed, int(pid))
+            for k, pid in enumerate(market.path_ids)
+        ]
+    )
