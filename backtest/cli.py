@@ -399,11 +399,12 @@ def sql(
 
 @data_app.command("validate")
 def data_validate(
-    files: Annotated[list[Path], typer.Argument(help="Market or flow Parquet files")],
+    files: Annotated[list[Path], typer.Argument(help="Market, flow or utilisation Parquet files")],
 ) -> None:
-    """Check files against the market or flow schema (chosen by their columns)."""
+    """Check files against the market, flow or utilisation schema (chosen by their columns)."""
     from backtest.inputs.checks import read_parquet
     from backtest.inputs.flow import load_flow
+    from backtest.inputs.lending import load_utilisation
     from backtest.inputs.market import load_market
 
     with user_errors():
@@ -412,6 +413,9 @@ def data_validate(
             if "expiry" in columns:
                 rows = load_flow(path).height
                 out.print(f"ok  {path}: flow, {rows:,} rows")
+            elif "utilisation" in columns:
+                rows = load_utilisation(path).height
+                out.print(f"ok  {path}: money-market utilisation, {rows:,} rows")
             else:
                 market = load_market(path)
                 ts = market.frame()["ts"]
