@@ -189,6 +189,20 @@ def test_a_stuck_market_holds_the_last_lp_until_nothing_is_stuck():
     assert paid["waited"] and paid["amount"] == pytest.approx(-steps["nav"][3], rel=1e-9)
 
 
+def test_withdrawals_queued_behind_a_waiting_one_wait_too():
+    """First in, first out: a request due while the one ahead waits is marked as waiting too,
+    and both are paid when the market can repay again."""
+    no_rates = {"base_rate": 0.0, "slope1": 0.0, "slope2": 0.0}
+    strat = strategy(lending={"share": 1.0, "market_usd": 1_000_000.0, **no_rates})
+    util = utilisation(0.5, 1.0, 1.0, 0.5)
+    lp = hourly_lp((1, -100_000.0), (2, -50_000.0))
+    tables, s = run(strat, hourly_market([2000.0] * 4), hourly_flow(), lp, util)
+    paid = tables.lp.filter(pl.col("event") == "withdrawal")
+    assert paid["ts"].to_list() == [T0 + 3 * HOUR] * 2 and paid["waited"].all()
+    assert paid["amount"].to_list() == pytest.approx([-1e5, -5e4], rel=1e-12)
+    assert s["n_withdrawals_waited"] == 2 and s["n_recall_blocked"] == 2
+
+
 # --- off changes nothing ----------------------------------------------------------------------
 
 

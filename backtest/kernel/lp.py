@@ -205,7 +205,10 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
     while acct.wq_head < acct.wq_tail and queue.due[acct.wq_head] <= now:
         wanted = queue.shares[acct.wq_head]
         if not can_pay(acct, wanted, LAST, lp):  # lent cash is stuck: it and those behind wait
-            queue.waited[acct.wq_head] = 1
+            k = acct.wq_head
+            while k < acct.wq_tail and queue.due[k] <= now:
+                queue.waited[k] = 1
+                k += 1
             acct.lp_waiting = 1
             return
         waited = queue.waited[acct.wq_head]
