@@ -133,6 +133,15 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ),
         ("insolvent", "no" if not summary["insolvent"] else f"yes, {summary['insolvency_ts']}"),
     ]
+    if summary.get("max_lent", 0.0) > 0.0:  # lent collateral: only when the pool lent
+        locked = summary["n_rejected_collateral_locked"] + summary["n_partial_collateral_locked"]
+        rows.append(
+            (
+                "lending yield / cut collateral_locked / blocked ticks / waits",
+                f"{money(summary['lending_yield'])} / {locked:,} / "
+                f"{summary['n_recall_blocked']:,} / {summary['n_withdrawals_waited']:,}",
+            )
+        )
     for key in (
         "pnl_fees",
         "pnl_impact",
