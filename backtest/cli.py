@@ -408,12 +408,16 @@ def sql(
 
 @data_app.command("validate")
 def data_validate(
-    files: Annotated[list[Path], typer.Argument(help="Market, flow or utilisation Parquet files")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Market, flow, LP-flow or utilisation Parquet files")
+    ],
 ) -> None:
-    """Check files against the market, flow or utilisation schema (chosen by their columns)."""
+    """Check files against the market, flow, LP-flow or utilisation schema (chosen by their
+    columns)."""
     from backtest.inputs.checks import read_parquet
     from backtest.inputs.flow import load_flow
     from backtest.inputs.lending import load_utilisation
+    from backtest.inputs.lp import load_lp_flows
     from backtest.inputs.market import load_market
 
     with user_errors():
@@ -425,6 +429,9 @@ def data_validate(
             elif "utilisation" in columns:
                 rows = load_utilisation(path).height
                 out.print(f"ok  {path}: money-market utilisation, {rows:,} rows")
+            elif "amount" in columns:
+                rows = load_lp_flows(path).height
+                out.print(f"ok  {path}: LP flows, {rows:,} rows")
             else:
                 market = load_market(path)
                 ts = market.frame()["ts"]
