@@ -131,3 +131,20 @@ def test_draws_follow_the_row_not_the_window():
     assert np.array_equal(acceptance_draws(7, 0, rows[:10]), acceptance_draws(7, 0, rows)[:10])
     assert not np.array_equal(acceptance_draws(7, 0, rows), acceptance_draws(7, 1, rows))
     assert not np.array_equal(acceptance_draws(7, 0, rows), acceptance_draws(8, 0, rows))
+
+
+def test_a_flow_folder_numbers_its_rows_across_files(tmp_path):
+    """Two files of a folder: the second file's rows follow the first's, so no two rows share a
+    number (or a draw against the reference venue)."""
+    from backtest.inputs.flow import load_flow, public_flow
+
+    first = hourly_flow((0, 48, 2000, "C", 1, 1.0), (1, 48, 2000, "C", 1, 1.0))
+    second = hourly_flow((0, 48, 1900, "P", -1, 1.0), (2, 48, 1900, "P", -1, 1.0))
+    folder = tmp_path / "flow"
+    folder.mkdir()
+    first.write_parquet(folder / "a.parquet")
+    second.write_parquet(folder / "b.parquet")
+    flow = load_flow(folder)
+    assert sorted(flow["flow_row"].to_list()) == [0, 1, 2, 3]
+    assert flow.filter(pl.col("strike") == 1900)["flow_row"].sort().to_list() == [2, 3]
+    assert public_flow(flow).height == 4

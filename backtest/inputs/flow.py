@@ -95,8 +95,14 @@ def public_flow(flow: pl.DataFrame) -> pl.DataFrame:
 
 
 def load_flow(path: str | Path) -> pl.DataFrame:
+    """A file, or a folder's files in name order; flow_row counts across the files, so every
+    row has its own number (and its own draw for the price-elastic trader)."""
     path = Path(path)
-    frames = [validate_flow(read_parquet(f), f) for f in parquet_files(path)]
+    frames, first = [], 0
+    for f in parquet_files(path):
+        frame = validate_flow(read_parquet(f), f)
+        frames.append(frame.with_columns(pl.col("flow_row") + first))
+        first += frame.height
     return pl.concat(frames).sort("ts", maintain_order=True)
 
 
