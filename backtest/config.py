@@ -151,6 +151,20 @@ class SlippageConfig(StrictSection):
     gas_usd: NonNeg = 0.0
     mev_bps: NonNeg = 0.0
     mev_min_notional: NonNeg = 100_000.0
+    # cpmm: hours for arbitrage to close half the venue's dislocation; 0 = re-anchored per trade.
+    arb_half_life: Annotated[float, Field(ge=0.0, allow_inf_nan=True)] = 0.0
+
+
+class MevConfig(StrictSection):
+    """Who preys on the pool's hedges ("flat": [slippage] mev_bps, 0 by default), and the
+    pool's defences (docs/design.md, "Sandwich attacks")."""
+
+    model: Literal["none", "flat", "sandwich"] = "flat"
+    submission: Literal["public", "private"] = "public"
+    private_fee_bps: Annotated[float, Field(ge=0.0, lt=10_000.0)] = 0.0
+    max_slippage: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
+    attacker_cost_usd: NonNeg = 10.0
+    min_hedge_usd: NonNeg = 0.0
 
 
 class LpConfig(StrictSection):
@@ -247,6 +261,7 @@ class Strategy(StrictSection):
     slippage: SlippageConfig = Field(default_factory=SlippageConfig)
     vega_hedge: VegaHedgeConfig = Field(default_factory=VegaHedgeConfig)
     lending: LendingConfig = Field(default_factory=LendingConfig)
+    mev: MevConfig = Field(default_factory=MevConfig)
 
 
 def parse_time(value: str) -> dt.datetime:
@@ -291,11 +306,38 @@ def _one_line(source: str, err: ValidationError) -> InputError:
     return InputError(f"{source}: {key}: {message}")
 
 
+def _cross_checks(strategy: Strategy, source: str) -> Strategy:
+    """Keys that only mean something together with another section's."""
+    slip, mev = strategy.slippage, strategy.mev
+    if slip.arb_half_life > 0.0 and slip.model != "cpmm":
+        raise InputError(
+            f"{source}: [slippage] arb_half_life: only a cpmm venue remembers its price; "
+            f'set model = "cpmm" or arb_half_life = 0 (got model = {slip.model!r})'
+        )
+    if mev.model == "sandwich" and slip.model != "cpmm":
+        raise InputError(
+            f'{source}: [mev] model: "sandwich" needs [slippage] model = "cpmm" '
+            f"(got {slip.model!r})"
+        )
+    if mev.model == "sandwich" and slip.mev_bps > 0.0:
+        raise InputError(
+            f'{source}: [slippage] mev_bps: the flat MEV charge is [mev] model = "flat"; '
+            f'with "sandwich" set it to 0 (got {slip.mev_bps!r})'
+        )
+    if mev.submission == "private" and mev.model != "sandwich":
+        raise InputError(
+            f'{source}: [mev] submission: "private" defends against [mev] model = "sandwich" '
+            f"(got model = {mev.model!r})"
+        )
+    return strategy
+
+
 def build_strategy(raw: dict[str, Any], source: str = "strategy") -> Strategy:
     try:
-        return Strategy.model_validate(raw)
+        strategy = Strategy.model_validate(raw)
     except ValidationError as err:
         raise _one_line(source, err) from None
+    return _cross_checks(strategy, source)
 
 
 def load_strategy(path: str | Path) -> Strategy:

@@ -26,9 +26,11 @@ from backtest.inputs.synthetic_flow import generate_flow
 from backtest.kernel.types import (
     COLLATERAL,
     INSTRUMENT,
+    MEV,
     POLICY,
     REBALANCE,
     SLIPPAGE,
+    SUBMISSION,
     VEGA_POLICY,
     Params,
 )
@@ -45,6 +47,8 @@ CONVERSIONS: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("hedge", "instrument"): INSTRUMENT.__getitem__,
     ("hedge", "interval"): lambda text: parse_duration(text) * NS_PER_SECOND,
     ("slippage", "model"): SLIPPAGE.__getitem__,
+    ("mev", "model"): MEV.__getitem__,
+    ("mev", "submission"): SUBMISSION.__getitem__,
     ("lp", "withdrawal_delay"): lambda hours: int(hours * 3600 * NS_PER_SECOND),
     ("lp", "yield_window_days"): lambda days: int(days * 86_400 * NS_PER_SECOND),
     ("vega_hedge", "policy"): VEGA_POLICY.__getitem__,

@@ -289,11 +289,11 @@ def trade_position(book, acct, ser, i, dq, s_t, pool, hedge):
 
 
 @njit(cache=True)
-def _hedge_state(acct, x, s_t, iv, hedge, slip):
+def _hedge_state(acct, x, s_t, iv, hedge, slip, mev):
     """(requirement, locked cash, cash, NAV, debt) after a hedge trade of x units (full-mode
     locks; the caller ignores them in dynamic mode)."""
-    filled, _, slip_cost, gas, mev = slippage.execute(x, s_t, iv, slip)
-    cost = slip_cost + gas + mev
+    filled, _, slip_cost, gas, mev_cost, _, _, _, _ = slippage.execute(x, s_t, iv, slip, mev, acct)
+    cost = slip_cost + gas + mev_cost
     cash = acct.cash - cash_paid(filled, s_t, cost, hedge)
     units = acct.units + filled
     req, locked = _locks_after(acct, 1.0, 0.0, 0.0, 0.0, 0.0, units, s_t, hedge)
@@ -301,18 +301,18 @@ def _hedge_state(acct, x, s_t, iv, hedge, slip):
 
 
 @njit(cache=True)
-def _hedge_excess(acct, x, s_t, iv, pool, hedge, slip, held_back):
+def _hedge_excess(acct, x, s_t, iv, pool, hedge, slip, mev, held_back):
     """How far a hedge of x units takes the pool past what hedges may use: (full) requirement
     above NAV or free cash below `held_back` (lent cash it cannot recall; 0 without lending),
     (dynamic) leverage above max_leverage, as USD."""
-    req, locked, cash, nav, owed = _hedge_state(acct, x, s_t, iv, hedge, slip)
+    req, locked, cash, nav, owed = _hedge_state(acct, x, s_t, iv, hedge, slip, mev)
     if pool.collateral == DYNAMIC:
         return nav + owed - pool.max_leverage * nav
     return max(req - nav, locked - (cash - held_back))
 
 
 @njit(cache=True)
-def hedge_room(order, t, mk, acct, pool, hedge, slip, held_back):
+def hedge_room(order, t, mk, acct, pool, hedge, slip, mev, held_back):
     """The part of a hedge order the collateral rule allows: a full-collateral pool never draws
     free cash below zero (below the lent cash it cannot recall, `held_back`) nor its
     requirement above NAV; a dynamic one never borrows beyond max_leverage. The order is cut,
@@ -320,13 +320,13 @@ def hedge_room(order, t, mk, acct, pool, hedge, slip, held_back):
     if pool.collateral == DYNAMIC and not pool.max_leverage < math.inf:
         return order
     s_t, iv = mk.spot[t], mk.iv[t]
-    bound = max(_hedge_excess(acct, 0.0, s_t, iv, pool, hedge, slip, held_back), 0.0)
-    if _hedge_excess(acct, order, s_t, iv, pool, hedge, slip, held_back) <= bound:
+    bound = max(_hedge_excess(acct, 0.0, s_t, iv, pool, hedge, slip, mev, held_back), 0.0)
+    if _hedge_excess(acct, order, s_t, iv, pool, hedge, slip, mev, held_back) <= bound:
         return order
     lo, hi = 0.0, 1.0
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        if _hedge_excess(acct, mid * order, s_t, iv, pool, hedge, slip, held_back) <= bound:
+        if _hedge_excess(acct, mid * order, s_t, iv, pool, hedge, slip, mev, held_back) <= bound:
             lo = mid
         else:
             hi = mid
@@ -378,10 +378,10 @@ def close_option(t, mk, ser, book, acct, row, records, i, x, reason, pool, hedge
 
 
 @njit(cache=True)
-def unwind_hedge(t, mk, book, acct, row, records, x, reason, pool, hedge, slip):
+def unwind_hedge(t, mk, book, acct, row, records, x, reason, pool, hedge, slip, mev):
     """Trade x units of the hedge back towards zero through the slippage model."""
     filled = trade_underlying(
-        t, mk, -math.copysign(x, acct.units), reason, acct, row, records.hedges, hedge, slip
+        t, mk, -math.copysign(x, acct.units), reason, acct, row, records.hedges, hedge, slip, mev
     )
     after_hedge(book, acct, filled, mk.spot[t], pool, hedge)
     return filled
@@ -401,7 +401,7 @@ def _paired_units(book, acct, i, dq, paired):
 
 
 @njit(cache=True)
-def _shortfall_after(i, x, paired, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip):
+def _shortfall_after(i, x, paired, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip, mev):
     """The shortfall after closing x contracts of series i (with its paired hedge), or x units
     of the hedge alone (i < 0)."""
     s_t, iv = mk.spot[t], mk.iv[t]
@@ -413,8 +413,10 @@ def _shortfall_after(i, x, paired, t, mk, ser, book, acct, reserve, cap, pool, h
     else:
         q0, mark, kind, strike, dq, penalty = 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
         dunits = -math.copysign(x, acct.units)
-    filled, _, slip_cost, gas, mev = slippage.execute(dunits, s_t, iv, slip)
-    cost = slip_cost + gas + mev
+    filled, _, slip_cost, gas, mev_cost, _, _, _, _ = slippage.execute(
+        dunits, s_t, iv, slip, mev, acct
+    )
+    cost = slip_cost + gas + mev_cost
     cash = acct.cash - dq * mark - penalty - cash_paid(filled, s_t, cost, hedge)
     nav = acct.nav - penalty - cost
     if pool.collateral == DYNAMIC:
@@ -425,7 +427,7 @@ def _shortfall_after(i, x, paired, t, mk, ser, book, acct, reserve, cap, pool, h
 
 
 @njit(cache=True)
-def _shortfall_pro_rata(f, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip):
+def _shortfall_pro_rata(f, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip, mev):
     """The shortfall after closing the same fraction f of every position and of the hedge.
     Requirement and locks are homogeneous in the positions, so they shrink by (1 - f)."""
     s_t = mk.spot[t]
@@ -434,19 +436,21 @@ def _shortfall_pro_rata(f, t, mk, ser, book, acct, reserve, cap, pool, hedge, sl
         i = book.live[j]
         gross += abs(book.qty[i]) * book.price[i]
     penalty = f * gross * pool.liquidation_penalty
-    filled, _, slip_cost, gas, mev = slippage.execute(-f * acct.units, s_t, mk.iv[t], slip)
-    cost = slip_cost + gas + mev
+    filled, _, slip_cost, gas, mev_cost, _, _, _, _ = slippage.execute(
+        -f * acct.units, s_t, mk.iv[t], slip, mev, acct
+    )
+    cost = slip_cost + gas + mev_cost
     cash = acct.cash + f * acct.book_value - penalty - cash_paid(filled, s_t, cost, hedge)
     req, locked = (1.0 - f) * acct.requirement, (1.0 - f) * acct.locked_cash
     return shortfall(req, locked, cash, acct.nav - penalty - cost, reserve, cap, pool)
 
 
 @njit(cache=True)
-def _close_amount(i, size, paired, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip):
+def _close_amount(i, size, paired, t, mk, ser, book, acct, reserve, cap, pool, hedge, slip, mev):
     """How much of a candidate to close: the least amount that ends the shortfall, or, when no
     amount does, the one that minimises it (the shortfall is convex in the amount, so closing
     everything could make it worse)."""
-    args = (t, mk, ser, book, acct, reserve, cap, pool, hedge, slip)
+    args = (t, mk, ser, book, acct, reserve, cap, pool, hedge, slip, mev)
     if _after(i, size, paired, args) <= 0.0:
         lo, hi = 0.0, size
         for _ in range(BISECTIONS):
@@ -477,7 +481,7 @@ def _after(i, x, paired, args):
 
 
 @njit(cache=True)
-def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hedge, slip):
+def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hedge, slip, mev):
     """Close positions until the requirement fits cap x NAV (and, full, free cash stays at or
     above zero) with `reserve` set aside for a payout.
 
@@ -490,7 +494,7 @@ def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hed
     It stops when nothing helps: the gap the record reports. `reason` (LIQUIDATION or
     WITHDRAWAL) labels the closes and hedge fills.
     """
-    args = (t, mk, ser, book, acct, reserve, cap, pool, hedge, slip)
+    args = (t, mk, ser, book, acct, reserve, cap, pool, hedge, slip, mev)
     for _ in range(2 * acct.n_live + MAX_HEDGE_FILLS + 1):
         now = shortfall(acct.requirement, acct.locked_cash, acct.cash, acct.nav, reserve, cap, pool)
         tol = TOL * max(acct.nav, 1.0)
@@ -513,13 +517,15 @@ def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hed
             f = _close_amount(PRO_RATA, 1.0, NOT_PAIRED, *args)
             if _after(PRO_RATA, f, NOT_PAIRED, args) >= now - tol or f <= DUST:
                 return
-            close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge, slip)
+            close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge, slip, mev)
             continue
         if best_x <= DUST:
             return
         if best < 0:
             if (
-                unwind_hedge(t, mk, book, acct, row, records, best_x, reason, pool, hedge, slip)
+                unwind_hedge(
+                    t, mk, book, acct, row, records, best_x, reason, pool, hedge, slip, mev
+                )
                 == 0
             ):
                 return
@@ -531,11 +537,13 @@ def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hed
         dunits = _paired_units(book, acct, best, dq, best_paired)
         close_option(t, mk, ser, book, acct, row, records, best, x, reason, pool, hedge)
         if dunits != 0.0:
-            unwind_hedge(t, mk, book, acct, row, records, abs(dunits), reason, pool, hedge, slip)
+            unwind_hedge(
+                t, mk, book, acct, row, records, abs(dunits), reason, pool, hedge, slip, mev
+            )
 
 
 @njit(cache=True)
-def close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge, slip):
+def close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge, slip, mev):
     """Close the fraction f of every option position and of the hedge."""
     j = acct.n_live - 1
     while j >= 0:  # backwards: a position closed whole leaves the live list
@@ -546,12 +554,12 @@ def close_pro_rata(t, mk, ser, book, acct, row, records, f, reason, pool, hedge,
         j -= 1
     if acct.units != 0.0:
         unwind_hedge(
-            t, mk, book, acct, row, records, f * abs(acct.units), reason, pool, hedge, slip
+            t, mk, book, acct, row, records, f * abs(acct.units), reason, pool, hedge, slip, mev
         )
 
 
 @njit(cache=True)
-def close_all(t, mk, ser, book, acct, row, records, reason, pool, hedge, slip):
+def close_all(t, mk, ser, book, acct, row, records, reason, pool, hedge, slip, mev):
     """Close every option and unwind the hedge (the last LP leaving)."""
     while acct.n_live > 0:
         i = book.live[acct.n_live - 1]
@@ -561,7 +569,7 @@ def close_all(t, mk, ser, book, acct, row, records, reason, pool, hedge, slip):
             return
         if (
             unwind_hedge(
-                t, mk, book, acct, row, records, abs(acct.units), reason, pool, hedge, slip
+                t, mk, book, acct, row, records, abs(acct.units), reason, pool, hedge, slip, mev
             )
             == 0.0
         ):
@@ -571,12 +579,12 @@ def close_all(t, mk, ser, book, acct, row, records, reason, pool, hedge, slip):
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
-def liquidate(t, mk, ser, book, acct, row, records, pool, hedge, slip):
+def liquidate(t, mk, ser, book, acct, row, records, pool, hedge, slip, mev):
     """Step 6, risk: a pool the market pushed beyond its collateral (gap > 0) liquidates back to
     max_utilisation in the same tick."""
     if acct.nav > 0.0 and gap(acct, pool) > 0.0:
         cap = pool.max_utilisation
-        shrink(t, mk, ser, book, acct, row, records, 0.0, cap, LIQUIDATION, pool, hedge, slip)
+        shrink(t, mk, ser, book, acct, row, records, 0.0, cap, LIQUIDATION, pool, hedge, slip, mev)
 
 
 @njit(cache=True)

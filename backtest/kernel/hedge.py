@@ -18,21 +18,21 @@ TO_EDGE = REBALANCE["edge"]
 
 
 @njit(cache=True)
-def whalley_wilmott_band(book_gamma, spot, iv, nav, net_delta, hedge, slip):
+def whalley_wilmott_band(book_gamma, spot, iv, nav, net_delta, hedge, slip, mev, acct):
     """Half-width in underlying of the no-trade band around zero net delta.
 
     Whalley & Wilmott (1997): (3/2 * lambda * S * Gamma^2 / gamma_abs)^(1/3), with lambda the
     proportional cost of the trade that would close the gap and gamma_abs = risk_aversion / NAV,
     so `risk_aversion` is relative risk aversion and the band does not depend on pool size.
     """
-    lam = proportional_cost(-net_delta, spot, iv, slip)
+    lam = proportional_cost(-net_delta, spot, iv, slip, mev, acct)
     if lam <= 0.0 or nav <= 0.0:
         return 0.0
     return (1.5 * lam * spot * book_gamma * book_gamma * nav / hedge.risk_aversion) ** (1.0 / 3.0)
 
 
 @njit(cache=True)
-def decide(net_delta, spot, iv, nav, book_gamma, traded, bucket_changed, hedge, slip):
+def decide(net_delta, spot, iv, nav, book_gamma, traded, bucket_changed, hedge, slip, mev, acct):
     """Underlying to trade (signed) under the policy; 0.0 means stay."""
     if net_delta == 0.0:
         return 0.0
@@ -49,7 +49,9 @@ def decide(net_delta, spot, iv, nav, book_gamma, traded, bucket_changed, hedge, 
         edge = math.copysign(band, net_delta) if hedge.rebalance_to == TO_EDGE else 0.0
         return edge - net_delta
     if hedge.policy == WHALLEY_WILMOTT:
-        band = whalley_wilmott_band(abs(book_gamma), spot, iv, nav, net_delta, hedge, slip)
+        band = whalley_wilmott_band(
+            abs(book_gamma), spot, iv, nav, net_delta, hedge, slip, mev, acct
+        )
         if abs(net_delta) <= band:
             return 0.0
         return math.copysign(band, net_delta) - net_delta
@@ -69,9 +71,10 @@ def capped(order, hedge_after_pending, spot, hedge):
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
-def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
+def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip, mev):
     """Fill what was decided `latency` ticks ago at this tick's price, then decide. A pool its
-    LPs have left trades no more: its orders in flight are cancelled."""
+    LPs have left trades no more: its orders in flight are cancelled. An order worth less than
+    [mev] min_hedge_usd at this tick's spot is not sent (its delta stays open)."""
     if acct.shares <= 0.0:
         pending.qty[:] = 0.0
         return
@@ -87,7 +90,9 @@ def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
     net = acct.book_delta + units + order + in_flight
     traded = acct.traded == 1
     new_bucket = bucket != acct.last_bucket
-    decided = decide(net, s_t, mk.iv[t], acct.nav, acct.book_gamma, traded, new_bucket, hedge, slip)
+    decided = decide(
+        net, s_t, mk.iv[t], acct.nav, acct.book_gamma, traded, new_bucket, hedge, slip, mev, acct
+    )
     acct.last_bucket = bucket
     if decided != 0.0:
         decided = capped(decided, units + order + in_flight, s_t, hedge)
@@ -98,8 +103,10 @@ def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip):
         later = (t + hedge.latency) % slots
         pending.qty[later] += decided
         pending.reason[later] = hedge.policy
+    if order != 0.0 and abs(order) * s_t < mev.min_hedge_usd:
+        order = 0.0  # too small to send: the delta stays open
     if order != 0.0:
-        order = collateral.hedge_room(order, t, mk, acct, pool, hedge, slip, stuck(acct))
+        order = collateral.hedge_room(order, t, mk, acct, pool, hedge, slip, mev, stuck(acct))
     if order != 0.0:
-        filled = trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip)
+        filled = trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip, mev)
         collateral.after_hedge(book, acct, filled, s_t, pool, hedge)

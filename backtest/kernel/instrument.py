@@ -8,9 +8,10 @@ import math
 from numba import njit
 
 from backtest.kernel import slippage
-from backtest.kernel.types import INSTRUMENT
+from backtest.kernel.types import INSTRUMENT, SLIPPAGE
 
 PERP = INSTRUMENT["perp"]
+CPMM = SLIPPAGE["cpmm"]
 
 
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
@@ -45,13 +46,19 @@ def cash_paid(filled, s_t, cost, hedge):
 
 
 @njit(cache=True)
-def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip):
+def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip, mev):
     """Trade `order` underlying (signed) at spot[t] through the slippage model and return the
     quantity filled; record it in hedges while there is room (the count goes on, so the caller
-    can size a rerun)."""
+    can size a rerun). A cpmm venue with a half-life remembers where the fill left it."""
     s_t = mk.spot[t]
-    filled, price, slip_cost, gas, mev = slippage.execute(order, s_t, mk.iv[t], slip)
-    cost = slip_cost + gas + mev
+    filled, price, slip_cost, gas, mev_cost, attacker, before, after, sandwiched = slippage.execute(
+        order, s_t, mk.iv[t], slip, mev, acct
+    )
+    if filled == 0.0:  # nothing fits the price limit: no trade, no row
+        return 0.0
+    if slip.model == CPMM and slip.arb_half_life > 0.0:
+        acct.venue_gap = math.log(after / s_t)
+    cost = slip_cost + gas + mev_cost
     acct.cash -= cash_paid(filled, s_t, cost, hedge)
     acct.units += filled
     acct.nav -= cost
@@ -64,9 +71,14 @@ def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip):
         h.exec_price = price
         h.slippage_cost = slip_cost
         h.gas_cost = gas
-        h.mev_cost = mev
+        h.mev_cost = mev_cost
         h.reason = reason
         h.series = -1
         h.iv = math.nan
+        h.unfilled = order - filled
+        h.venue_price_before = before
+        h.venue_price_after = after
+        h.sandwiched = sandwiched
+        h.attacker_pnl = attacker
     acct.n_hedges += 1
     return filled

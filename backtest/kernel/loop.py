@@ -22,6 +22,7 @@ from backtest.kernel import (
     lending,
     lp,
     vega,
+    venue,
 )
 from backtest.kernel.record import record
 from backtest.kernel.trade import circuit_breaker, trade
@@ -92,6 +93,7 @@ def ticks(
     fp,
     vh,
     lend,
+    mev,
     out,
     state,
 ):
@@ -112,6 +114,7 @@ def ticks(
             book.settle(bk, acct, ser, mk.ts[t])
             carry.fund(t, mk, acct, row, pool, hedging)
             lending.accrue(t, mk, acct, row, lend)
+            venue.arbitrage(acct, mk.ts[t] - mk.ts[t - 1], slip)
         lending.open_tick(t, mk, acct, lend)
         book.revalue(bk, acct, ser, mk.spot[t], hedging)
         collateral.refresh(t, mk, ser, bk, acct, pool, hedging)
@@ -137,9 +140,11 @@ def ticks(
                 vh,
             )
         if hedging.policy != NO_POLICY:
-            hedge.hedge_step(t, mk, pending, bk, acct, row, out.hedges, pool, hedging, slip)
-        collateral.liquidate(t, mk, ser, bk, acct, row, out, pool, hedging, slip)
-        lp.lp_step(t, mk, ser, lp_rows, queue, bk, acct, row, out, pool, hedging, slip, lp_params)
+            hedge.hedge_step(t, mk, pending, bk, acct, row, out.hedges, pool, hedging, slip, mev)
+        collateral.liquidate(t, mk, ser, bk, acct, row, out, pool, hedging, slip, mev)
+        lp.lp_step(
+            t, mk, ser, lp_rows, queue, bk, acct, row, out, pool, hedging, slip, mev, lp_params
+        )
         if acct.nav < 0.0 or (acct.nav == 0.0 and acct.shares > 0.0):
             acct.insolvent = 1  # equity gone: bad debt, no more flow
         lending.rebalance(t, mk, acct, row, lend)
@@ -215,6 +220,7 @@ def run_paths(
     flow_params,
     vh,
     lending_params,
+    mev_params,
     out,
     offsets,
     counts,
@@ -275,6 +281,7 @@ def run_paths(
             flow_params,
             vh,
             lending_params,
+            mev_params,
             records,
             state,
         )

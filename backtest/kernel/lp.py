@@ -81,7 +81,7 @@ def request(acct, queue, records, now, shares, nav_per_share, lp, driven):
 
 
 @njit(cache=True)
-def pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, lp):
+def pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, mev, lp):
     """Pay out `wanted` shares (all there are, at most) at NAV per share after the unwind;
     `waited`: it waited for lent cash (lending.can_pay)."""
     now = mk.ts[t]
@@ -97,14 +97,16 @@ def pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip,
     nav_before = acct.nav
     if shares >= acct.shares * (1.0 - LAST):
         shares = acct.shares
-        close_all(t, mk, ser, book, acct, row, records, WITHDRAWAL, pool, hedge, slip)
+        close_all(t, mk, ser, book, acct, row, records, WITHDRAWAL, pool, hedge, slip, mev)
         fee = 0.0
         payout = max(acct.nav, 0.0)
     else:
         value = shares * nav_per_share
         reserve = value * (1.0 - lp.withdrawal_fee)
         cap = exit_cap(pool)
-        shrink(t, mk, ser, book, acct, row, records, reserve, cap, WITHDRAWAL, pool, hedge, slip)
+        shrink(
+            t, mk, ser, book, acct, row, records, reserve, cap, WITHDRAWAL, pool, hedge, slip, mev
+        )
         net = max(value - (nav_before - acct.nav), 0.0)
         fee = net * lp.withdrawal_fee
         payout = net - fee
@@ -173,7 +175,7 @@ def chase_yield(t, mk, queue, acct, records, lp):
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
-def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, slip, lp):
+def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, slip, mev, lp):
     """This tick's deposits and withdrawal requests, the run rule, then the withdrawals due."""
     now = mk.ts[t]
     acct.lp_flow = 0.0
@@ -213,4 +215,4 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
             return
         waited = queue.waited[acct.wq_head]
         acct.wq_head += 1
-        pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, lp)
+        pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, mev, lp)

@@ -18,6 +18,9 @@ COLLATERAL = {"full": 0, "dynamic": 1}
 INSTRUMENT = {"spot": 0, "perp": 1}
 REBALANCE = {"zero": 0, "edge": 1}
 VEGA_POLICY = {"none": 0, "band": 1, "tenor_matched": 2}
+# What preys on the pool's hedges: nothing, a flat charge ([slippage] mev_bps), or a sandwich.
+MEV = {"none": 0, "flat": 1, "sandwich": 2}
+SUBMISSION = {"public": 0, "private": 1}
 
 # Why a flow row was not (fully) filled.
 # "price": a price-elastic trader took the reference venue's price instead of the pool's.
@@ -168,6 +171,11 @@ HEDGE_DTYPE = np.dtype(
         ("iv", np.float64),  # the vol paid for a listed option (NaN: the underlying)
         ("vega", np.float64),  # the vega the trade added to the book
         ("fee", np.float64),  # the exchange's fee on a listed option
+        ("unfilled", np.float64),  # ordered - filled: what the venue or the price limit cut
+        ("venue_price_before", np.float64),  # cpmm: the venue's price before (else NaN)
+        ("venue_price_after", np.float64),  # cpmm: after the fill (and a sandwich's back-run)
+        ("sandwiched", np.int8),
+        ("attacker_pnl", np.float64),  # the sandwich's profit, net of attacker_cost_usd
     ]
 )
 
@@ -256,6 +264,7 @@ ACCOUNT_DTYPE = np.dtype(
         ("recall_room", np.float64),  # what the market can still repay the pool this tick
         ("recall_blocked", np.int64),  # the pool needed lent cash it could not recall
         ("lp_waiting", np.int64),  # a due withdrawal waits for lent cash
+        ("venue_gap", np.float64),  # cpmm: ln(venue price / spot), what arbitrage has left
     ]
 )
 
@@ -317,6 +326,18 @@ class SlippageParams(NamedTuple):
     gas_usd: float
     mev_bps: float
     mev_min_notional: float
+    arb_half_life: float  # hours; 0 = the venue re-anchors to spot before every trade
+
+
+class MevParams(NamedTuple):
+    """[mev]: who preys on the pool's hedges, and the pool's defences."""
+
+    model: int
+    submission: int
+    private_fee_bps: float
+    max_slippage: float
+    attacker_cost_usd: float
+    min_hedge_usd: float
 
 
 class LpParams(NamedTuple):
@@ -377,6 +398,7 @@ class Params(NamedTuple):
     flow: FlowParams
     vega_hedge: VegaHedgeParams
     lending: LendingParams
+    mev: MevParams
 
 
 # --- inputs and state bundles ---------------------------------------------------------------

@@ -114,6 +114,8 @@ def trade_listed(t, mk, i, want, reason, ser, terms, book, acct, row, out, pool,
         h.iv = vol
         h.vega = filled * book.vega[i]
         h.fee = fee
+        h.venue_price_before = math.nan  # a listed option: no cpmm venue
+        h.venue_price_after = math.nan
     acct.n_hedges += 1
 
 

@@ -163,24 +163,29 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
 
     hedge_labels = [HEDGE_REASONS[c] for c in range(len(HEDGE_REASONS))]
     underlying = prep.strategy.hedge.instrument
-    hedges = events(
-        "hedges",
-        "reason",
-        hedge_labels,
-        True,
-        *("qty", "spot", "exec_price", "slippage_cost", "gas_cost", "mev_cost", "reason"),
-        *("series", "expiry", "strike", "kind", "iv", "vega", "fee"),
-    ).select(
-        pl.exclude("series", "expiry", "strike", "kind", "iv", "vega", "fee"),
-        instrument=pl.when(pl.col("series") >= 0)
-        .then(pl.lit("option"))
-        .otherwise(pl.lit(underlying)),
-        expiry=pl.col("expiry"),
-        strike=pl.col("strike"),
-        kind=pl.col("kind"),
-        iv=pl.col("iv").fill_nan(None),  # null: the underlying
-        vega=pl.col("vega"),
-        fee=pl.col("fee"),
+    hedges = (
+        events(
+            "hedges",
+            "reason",
+            hedge_labels,
+            True,
+            *("qty", "spot", "exec_price", "slippage_cost", "gas_cost", "mev_cost", "reason"),
+            *("unfilled", "venue_price_before", "venue_price_after", "sandwiched", "attacker_pnl"),
+            *("series", "expiry", "strike", "kind", "iv", "vega", "fee"),
+        )
+        .select(
+            pl.exclude("series", "expiry", "strike", "kind", "iv", "vega", "fee"),
+            instrument=pl.when(pl.col("series") >= 0)
+            .then(pl.lit("option"))
+            .otherwise(pl.lit(underlying)),
+            expiry=pl.col("expiry"),
+            strike=pl.col("strike"),
+            kind=pl.col("kind"),
+            iv=pl.col("iv").fill_nan(None),  # null: the underlying
+            vega=pl.col("vega"),
+            fee=pl.col("fee"),
+        )
+        .with_columns(pl.col("sandwiched").cast(pl.Boolean))
     )
     liquidations = events(
         "closes",
