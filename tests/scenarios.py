@@ -331,6 +331,21 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
         }
     if rng.random() < 0.3:
         strategy["pricing"]["max_vega"] = float(_pick(rng, 1e-5, 1e-4))
+    if rng.random() < 0.3:  # more cpmm venues, deep enough to leave a sandwich room
+        strategy["slippage"] |= {"model": "cpmm", "liquidity_usd": float(_pick(rng, 5e6, 5e7))}
+    if strategy["slippage"]["model"] == "cpmm":  # a venue that remembers; sandwiches
+        strategy["slippage"]["arb_half_life"] = float(_pick(rng, 0.0, 0.5, 4.0, float("inf")))
+        if rng.random() < 0.6:
+            strategy["slippage"]["mev_bps"] = 0.0
+            strategy["mev"] = {
+                "model": "sandwich",
+                "submission": str(_pick(rng, "public", "public", "private")),
+                "private_fee_bps": float(_pick(rng, 0.0, 2.0)),
+                "max_slippage": float(_pick(rng, 0.003, 0.01, 0.05)),
+                "attacker_cost_usd": float(_pick(rng, 0.0, 10.0)),
+            }
+    if rng.random() < 0.2:
+        strategy.setdefault("mev", {})["min_hedge_usd"] = float(_pick(rng, 1e3, 2e4))
     return Scenario(seed, strategy, market, flow, lp)
 
 

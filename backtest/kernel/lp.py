@@ -107,7 +107,9 @@ def pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip,
         shrink(
             t, mk, ser, book, acct, row, records, reserve, cap, WITHDRAWAL, pool, hedge, slip, mev
         )
-        net = max(value - (nav_before - acct.nav), 0.0)
+        # What the closes cost the leaver: never a gain (a hedge sold back into a venue that
+        # still remembers the pool's earlier buys earns back costs every LP bore: it stays).
+        net = max(value - max(nav_before - acct.nav, 0.0), 0.0)
         fee = net * lp.withdrawal_fee
         payout = net - fee
     unwind_cost = nav_before - acct.nav
