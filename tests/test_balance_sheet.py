@@ -202,7 +202,11 @@ def stale_hedge_state(units: float, calls: float):
     account["n_live"], account["units"], account["nav"] = 1, units, 1e6
     acct = account[0]
     collateral.refresh(0, mk, ser, book, acct, p.pool, p.hedge)
-    return collateral, (0, mk, ser, book, acct, 0.0, 0.001, p.pool, p.hedge, p.slippage), account
+    return (
+        collateral,
+        (0, mk, ser, book, acct, 0.0, 0.001, p.pool, p.hedge, p.slippage, p.mev),
+        account,
+    )
 
 
 def test_liquidation_unwinds_the_hedge_by_the_amount_that_minimises_the_requirement():

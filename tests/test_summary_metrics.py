@@ -109,6 +109,8 @@ NO_HEDGES = pl.DataFrame(
         "instrument": pl.String,
         "vega": pl.Float64,
         "fee": pl.Float64,
+        "sandwiched": pl.Boolean,
+        "attacker_pnl": pl.Float64,
     }
 )
 
@@ -257,6 +259,8 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
             "instrument": ["spot", "spot", "option"],
             "vega": [0.0, 0.0, -350.0],
             "fee": [0.0, 0.0, 0.5],
+            "sandwiched": [False, True, False],  # the second trade's mev_cost: a sandwich
+            "attacker_pnl": [0.0, 0.2, 0.0],
         }
     )
     row = summarise_one(steps, trades, hedges)
@@ -274,6 +278,7 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     assert row["hedge_notional"] == pytest.approx(800.0)
     assert row["hedge_cost"] == pytest.approx(0.8)
     assert row["hedge_slippage"] == pytest.approx(0.4) and row["hedge_mev"] == pytest.approx(0.3)
+    assert row["n_sandwiched"] == 1 and row["attacker_pnl"] == pytest.approx(0.2)
     assert row["hedge_cost_bps"] == pytest.approx(10.0)
     assert (row["n_vega_hedges"], row["vega_hedged"]) == (1, pytest.approx(350.0))
     assert row["vega_hedge_cost"] == pytest.approx(2.5)
