@@ -79,6 +79,10 @@ class FlowConfig(StrictSection):
     reference_spread_vol: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
     # Flow sized to the pool (docs/design.md): expected daily notional / NAV; 0 = sizes as given.
     notional_per_nav: NonNeg = 0.0
+    # Stale-quote traders (needs [oracle] model = "push"): the share of rows that trade only
+    # when the oracle is off the market by more than stale_edge, on the side that profits.
+    stale_fraction: Fraction = 0.0
+    stale_edge: NonNeg = 0.002
 
 
 class PoolConfig(StrictSection):
@@ -249,6 +253,17 @@ class LendingConfig(StrictSection):
         return value
 
 
+class OracleConfig(StrictSection):
+    """The price feed the pool quotes and measures delta on (docs/design.md, "Oracle"): a push
+    oracle publishes the market's price of `lag` hours ago whenever it has moved more than
+    `deviation` from the last print, or `heartbeat` hours after it."""
+
+    model: Literal["none", "push"] = "none"
+    lag: NonNeg = 0.0
+    deviation: NonNeg = 0.005
+    heartbeat: NonNeg = 1.0
+
+
 class Strategy(StrictSection):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "default"
     description: str = ""
@@ -262,6 +277,7 @@ class Strategy(StrictSection):
     vega_hedge: VegaHedgeConfig = Field(default_factory=VegaHedgeConfig)
     lending: LendingConfig = Field(default_factory=LendingConfig)
     mev: MevConfig = Field(default_factory=MevConfig)
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
 
 
 def parse_time(value: str) -> dt.datetime:
@@ -328,6 +344,11 @@ def _cross_checks(strategy: Strategy, source: str) -> Strategy:
         raise InputError(
             f'{source}: [mev] submission: "private" defends against [mev] model = "sandwich" '
             f"(got model = {mev.model!r})"
+        )
+    if strategy.flow.stale_fraction > 0.0 and strategy.oracle.model == "none":
+        raise InputError(
+            f"{source}: [flow] stale_fraction: stale-quote traders trade against an oracle; "
+            f'set [oracle] model = "push" (got stale_fraction = {strategy.flow.stale_fraction!r})'
         )
     return strategy
 

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from backtest import threads
-from backtest.config import Strategy, parse_duration
+from backtest.config import OracleConfig, Strategy, parse_duration
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import ALL_PATHS, align_flow, validate_flow
 from backtest.inputs.lending import utilisation_for
@@ -36,6 +36,7 @@ from backtest.kernel.types import (
 )
 
 PATHS_PER_BATCH = 64
+NS_PER_HOUR = 3_600_000_000_000
 NS_PER_SECOND = 1_000_000_000
 
 
@@ -69,6 +70,22 @@ def params_from(strategy: Strategy) -> Params:
             }
         )
     return Params(**groups)
+
+
+def oracle_for(cfg: OracleConfig, market: Market) -> np.ndarray:
+    """The oracle's price over a batch's ticks, path after path; empty without one."""
+    if cfg.model == "none":
+        return np.zeros(0)
+    from backtest.kernel.oracle import push_oracle  # numba: only for a run that has an oracle
+
+    return push_oracle(
+        market.ts,
+        market.spot,
+        market.offsets,
+        np.int64(round(cfg.lag * NS_PER_HOUR)),
+        cfg.deviation,
+        np.int64(round(cfg.heartbeat * NS_PER_HOUR)),
+    )
 
 
 def synthetic_flow(strategy: Strategy, market: Market) -> pl.DataFrame:
@@ -124,7 +141,8 @@ class Plan:
         else:
             ids = [ALL_PATHS, *market.path_ids.tolist()]
             flow = self.flow.filter(pl.col("path_id").is_in(ids))
-        aligned = align_flow(flow, market, self.end_ns, self.strategy.flow.seed)
+        cfg = self.strategy.flow
+        aligned = align_flow(flow, market, self.end_ns, cfg.seed, cfg.stale_fraction)
         aligned, listed = with_listed(aligned, market, self.strategy)
         return Batch(
             strategy=self.strategy,
@@ -136,6 +154,7 @@ class Plan:
             aligned=aligned,
             lp_flows=align_lp_flows(self.lp_flows, market),
             listed=listed,
+            oracle=oracle_for(self.strategy.oracle, market),
             utilisation=utilisation_for(
                 self.strategy.lending, market, self.utilisation, self.strategy.flow.seed
             ),

@@ -247,6 +247,7 @@ def simulate(batch: Batch) -> KernelOutput:
                 mkt.funding,
                 surf.snapshot_at(mkt.ts),
                 batch.utilisation,
+                batch.oracle,
             ),
             mkt.offsets,
             SeriesSpec(
@@ -257,7 +258,7 @@ def simulate(batch: Batch) -> KernelOutput:
                 fl.series_strike_id,
             ),
             SurfaceGrid(surf.tenors, surf.log_moneyness, surf.vols),
-            FlowRows(fl.tick, fl.series, fl.side, fl.size, fl.informed, fl.u),
+            FlowRows(fl.tick, fl.series, fl.side, fl.size, fl.informed, fl.u, fl.stale),
             fl.offsets,
             batch.listed,
             LpRows(*batch.lp_flows),

@@ -96,6 +96,9 @@ NO_TRADES = pl.DataFrame(
         "pnl_held_to_expiry": pl.Float64,
         "spot": pl.Float64,
         "fee_forgone": pl.Float64,
+        "stale": pl.Boolean,
+        "oracle_gap": pl.Float64,
+        "fee": pl.Float64,
     }
 )
 NO_HEDGES = pl.DataFrame(
@@ -246,6 +249,10 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
             "pnl_held_to_expiry": [-7.0, 3.0, float("nan"), 0.0, 0.0, 0.0, 0.0],
             "spot": [100.0] * 6 + [150.0],
             "fee_forgone": [0.0] * 6 + [0.7],
+            # the second fill is a stale-quote trader's: 3.0 over the market, a fee of 0.25
+            "stale": [False, True, False, False, False, False, False],
+            "oracle_gap": [0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            "fee": [0.5, 0.25, 1.0, 0.0, 0.0, 0.0, 0.0],
         }
     )
     hedges = pl.DataFrame(  # two trades in the underlying, one listed option (a vega hedge)
@@ -282,6 +289,7 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     assert row["hedge_cost_bps"] == pytest.approx(10.0)
     assert (row["n_vega_hedges"], row["vega_hedged"]) == (1, pytest.approx(350.0))
     assert row["vega_hedge_cost"] == pytest.approx(2.5)
+    assert row["n_stale_trades"] == 1 and row["oracle_arb_pnl"] == pytest.approx(2.75)
     # Vega taken: |filled x vega| = 10 + 40 + 5, against fees of 10 in the steps.
     assert row["vega_taken"] == pytest.approx(55.0)
     assert row["fees_vega"] == pytest.approx(1.5)

@@ -32,3 +32,4 @@ class Batch:
     lp_flows: tuple[np.ndarray, np.ndarray]  # (tick per path and row, amount)
     listed: ListedOptions  # what a vega hedge may trade; its series follow the flow's
     utilisation: np.ndarray  # the money market's, per tick (empty while lending is off)
+    oracle: np.ndarray  # the oracle's price per tick (empty without an oracle)

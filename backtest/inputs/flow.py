@@ -33,6 +33,7 @@ FLOW_COLUMNS = tuple(FLOW_SCHEMA)
 ALL_PATHS = -1
 # Spawn key of the stream of price-elastic traders' draws, apart from the generator's streams.
 ACCEPTANCE_STREAM = 1
+STALE_STREAM = 2
 
 
 def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
@@ -121,6 +122,7 @@ class AlignedFlow:
     size: np.ndarray
     informed: np.ndarray  # bool
     u: np.ndarray  # float64 in [0, 1): the row's draw against its acceptance probability
+    stale: np.ndarray  # bool: a stale-quote trader ([flow] stale_fraction of the other rows)
     offsets: np.ndarray
     series_expiry: np.ndarray  # int64 ns
     series_strike: np.ndarray
@@ -129,16 +131,25 @@ class AlignedFlow:
     series_strike_id: np.ndarray  # int64: same for (expiry, strike), calls and puts alike
 
 
-def acceptance_draws(seed: int, path_id: int, flow_row: np.ndarray) -> np.ndarray:
-    """Each row's uniform for the price-elastic trader: draw number flow_row of a stream seeded
-    by (seed, path_id), so it depends on neither the window, the batch nor the order rows are
-    priced in, and an imported file gets draws like the generator's rows."""
-    seq = np.random.SeedSequence([seed, path_id], spawn_key=(ACCEPTANCE_STREAM,))
+def acceptance_draws(
+    seed: int, path_id: int, flow_row: np.ndarray, stream: int = ACCEPTANCE_STREAM
+) -> np.ndarray:
+    """Each row's uniform for the price-elastic trader (or, stream STALE_STREAM, whether it is
+    a stale-quote trader): draw number flow_row of a stream seeded by (seed, path_id), so it
+    depends on neither the window, the batch nor the order rows are priced in, and an
+    imported file gets draws like the generator's rows."""
+    seq = np.random.SeedSequence([seed, path_id], spawn_key=(stream,))
     n = int(flow_row.max()) + 1 if flow_row.size else 0
     return np.random.default_rng(seq).random(n)[flow_row]
 
 
-def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None, seed: int) -> AlignedFlow:
+def align_flow(
+    flow: pl.DataFrame,
+    market: Market,
+    end_ns: int | None,
+    seed: int,
+    stale_fraction: float = 0.0,
+) -> AlignedFlow:
     """Assign each row to its path and pricing tick; rows outside the window are dropped."""
     keys = (
         flow.select("expiry", "strike", "kind")
@@ -160,7 +171,15 @@ def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None, seed: int
         )
         tick = np.searchsorted(ts, rows["ts"].to_numpy(), side="right") - 1
         u = acceptance_draws(seed, int(pid), rows["flow_row"].to_numpy())
-        parts.append(rows.with_columns(tick=pl.Series(tick, dtype=pl.Int64), u=pl.Series(u)))
+        stale = np.zeros(rows.height, bool)
+        if stale_fraction > 0:
+            draws = acceptance_draws(seed, int(pid), rows["flow_row"].to_numpy(), STALE_STREAM)
+            stale = (draws < stale_fraction) & ~rows["informed"].to_numpy()
+        parts.append(
+            rows.with_columns(
+                tick=pl.Series(tick, dtype=pl.Int64), u=pl.Series(u), stale=pl.Series(stale)
+            )
+        )
         counts.append(rows.height)
     rows = pl.concat(parts)
     return AlignedFlow(
@@ -171,6 +190,7 @@ def align_flow(flow: pl.DataFrame, market: Market, end_ns: int | None, seed: int
         size=rows["size"].to_numpy().astype(np.float64),
         informed=rows["informed"].to_numpy().astype(np.bool_),
         u=rows["u"].to_numpy().astype(np.float64),
+        stale=rows["stale"].to_numpy().astype(np.bool_),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         series_expiry=keys["expiry"].to_numpy().astype(np.int64),
         series_strike=keys["strike"].to_numpy().astype(np.float64),

@@ -88,6 +88,8 @@ def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip, mev):
     in_flight = pending.qty.sum()
     units = acct.units
     net = acct.book_delta + units + order + in_flight
+    if mk.oracle.shape[0] > 0:  # the pool measures its options' delta at the oracle's price
+        net += acct.book_gamma * (mk.oracle[t] - s_t)
     traded = acct.traded == 1
     new_bucket = bucket != acct.last_bucket
     decided = decide(

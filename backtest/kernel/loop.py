@@ -246,6 +246,7 @@ def run_paths(
             mk.funding[a:b],
             mk.snap[a:b],
             mk.util[a:b],  # empty while lending is off
+            mk.oracle[a:b],  # empty without an oracle
         )
         path_flow = FlowRows(
             flow.tick[fa:fb],
@@ -254,6 +255,7 @@ def run_paths(
             flow.size[fa:fb],
             flow.informed[fa:fb],
             flow.u[fa:fb],
+            flow.stale[fa:fb],
         )
         path_lp = LpRows(lp_rows.tick[k], lp_rows.amount)
         path_listed = ListedOptions(listed.offsets[a : b + 1], listed.series, listed.first)

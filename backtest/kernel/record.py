@@ -15,6 +15,7 @@ def record(t, mk, acct, row, pool, hedge):
     nav = acct.nav
     row.ts = mk.ts[t]
     row.spot = mk.spot[t]
+    row.oracle = mk.oracle[t] if mk.oracle.shape[0] > 0 else mk.spot[t]
     row.iv = mk.iv[t]
     row.nav = nav
     row.cash = acct.cash
@@ -44,6 +45,7 @@ def record(t, mk, acct, row, pool, hedge):
         + row.pnl_interest
         + row.pnl_liquidation
         + row.pnl_vega_hedge_cost
+        + row.pnl_oracle
     )
     row.lp_flow = acct.lp_flow
     row.shares = acct.shares

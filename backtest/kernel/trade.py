@@ -18,12 +18,13 @@ from backtest.kernel.types import (
     REJECT_HALTED,
     REJECT_INSOLVENT,
     REJECT_LEVERAGE,
+    REJECT_NO_EDGE,
     REJECT_NONE,
     REJECT_PRICE,
     REJECT_UTILISATION,
     REJECT_VEGA_LIMIT,
 )
-from backtest.kernel.valuation import fill_price, value_series
+from backtest.kernel.valuation import fill_price, price_at, value_series
 from backtest.kernel.vega import vega_room
 
 
@@ -49,18 +50,20 @@ def circuit_breaker(t, mk, log_iv_sum, acct, pricing):
 
 
 @njit(cache=True)
-def quote(i, side, filled, s_t, r_t, ser, terms, book, acct, pricing):
+def quote(i, side, filled, s_t, o_t, r_t, ser, terms, book, acct, pricing):
     """What a fill of `filled` contracts of series i pays, exactly as it is booked: (vol, price
-    per contract with its own impact, fee, the fee's vega part, premium = the cash the pool
-    receives). A price-elastic trader weighs the same numbers before he takes them."""
+    per contract with its own impact at the market's spot s_t, the same at the spot the pool
+    quotes on o_t, fee, the fee's vega part, premium = the cash the pool receives). o_t is the
+    oracle's price (s_t without an oracle). A price-elastic trader weighs the same numbers."""
     vol, paid = book.sigma[i], book.price[i]
     move = impact.own_move(side, filled, pricing) if impact.impact_on(pricing) else 0.0
     if move != 0.0:
         vol, paid = fill_price(i, s_t, r_t, ser, terms, book, move)
+    quoted = paid if o_t == s_t else price_at(i, o_t, r_t, vol, ser, terms, book)
     fee, fee_vega = fee_for(
-        filled, side, paid, s_t, -side * filled * book.vega[i], acct.book_vega, acct.nav, pricing
+        filled, side, quoted, o_t, -side * filled * book.vega[i], acct.book_vega, acct.nav, pricing
     )
-    return vol, paid, fee, fee_vega, side * filled * paid + fee
+    return vol, paid, quoted, fee, fee_vega, side * filled * quoted + fee
 
 
 @njit(cache=True)
@@ -88,6 +91,7 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
     recorded `size` all see the offered size. With max_vega > 0 a fill stops where |book vega|
     would pass max_vega x NAV (reject reason vega_limit)."""
     now, s_t, atm, r_t, snap = mk.ts[t], mk.spot[t], mk.iv[t], mk.rate[t], mk.snap[t]
+    o_t = mk.oracle[t] if mk.oracle.shape[0] > 0 else s_t
     scale = size_scale(acct.nav, s_t, fp)
     acct.traded = 0
     while acct.flow_at < flow.tick.shape[0] and flow.tick[acct.flow_at] == t:
@@ -102,6 +106,9 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
                 i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, imp, terms, book, pricing
             )
         mark = book.price[i]
+        stale = flow.stale[fi]
+        if stale:  # he buys what the oracle's price makes cheap, sells what it makes dear
+            side = 1.0 if price_at(i, o_t, r_t, book.sigma[i], ser, terms, book) < mark else -1.0
         direction = -side  # the pool takes the other side
         rec = records.trades[fi]
         rec.ts = now
@@ -114,8 +121,11 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         rec.vega = book.vega[i]
         rec.reference = math.nan
         rec.p_accept = math.nan
+        rec.oracle = o_t if mk.oracle.shape[0] > 0 else math.nan
         filled = 0.0
-        if acct.insolvent == 1:
+        if stale and abs(s_t / o_t - 1.0) <= fp.stale_edge:
+            rec.reject_reason = REJECT_NO_EDGE
+        elif acct.insolvent == 1:
             rec.reject_reason = REJECT_INSOLVENT
         elif acct.halted == 1:
             rec.reject_reason = REJECT_HALTED
@@ -142,12 +152,12 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         rec.filled = filled
         if filled <= 0.0:
             continue
-        vol, paid, fee, fee_vega, premium = quote(
-            i, side, filled, s_t, r_t, ser, terms, book, acct, pricing
+        vol, paid, quoted, fee, fee_vega, premium = quote(
+            i, side, filled, s_t, o_t, r_t, ser, terms, book, acct, pricing
         )
         rec.iv = vol
-        rec.mark = paid
-        if fp.elasticity > 0.0 and not flow.informed[fi]:
+        rec.mark = quoted
+        if fp.elasticity > 0.0 and not flow.informed[fi] and not stale:
             ref = reference_price(i, side, s_t, r_t, atm, snap, ser, surf, terms, book, pricing, fp)
             p = acceptance(premium / filled - side * ref, book.vega[i], fp.elasticity)
             rec.reference = ref
@@ -159,11 +169,16 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
                 continue
         dq = direction * filled
         moved = side * filled * (paid - mark)
+        gap = side * filled * (paid - quoted)  # 0.0 without an oracle
         acct.cash += premium
         collateral.trade_position(book, acct, ser, i, dq, s_t, pool, hedge)
         acct.nav += fee + moved
         row.pnl_fees += fee
         row.pnl_impact += moved
+        if gap != 0.0:
+            acct.nav -= gap
+            row.pnl_oracle -= gap
+        rec.oracle_gap = gap
         impact.add_fill(imp, ser, i, side, filled, pricing)
         records.series[i].volume += filled
         records.series[i].fees += fee

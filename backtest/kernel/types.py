@@ -35,6 +35,7 @@ REJECT_REASONS = (
     "price",
     "vega_limit",
     "collateral_locked",
+    "no_edge",  # a stale-quote trader's row when the oracle is not off the market by his edge
 )
 (
     REJECT_NONE,
@@ -45,7 +46,8 @@ REJECT_REASONS = (
     REJECT_PRICE,
     REJECT_VEGA_LIMIT,
     REJECT_COLLATERAL_LOCKED,
-) = range(8)
+    REJECT_NO_EDGE,
+) = range(9)
 
 # Codes handed to kernel functions as arguments are np.int64, not int: numba compiles a
 # function once per distinct int literal it is called with (shrink twice, record_lp four
@@ -83,7 +85,8 @@ PNL_COMPONENTS = (
     "pnl_funding",
     "pnl_interest",
     "pnl_liquidation",
-    "pnl_vega_hedge_cost",  # last: a run without vega hedging adds an exact 0.0 to the total
+    "pnl_vega_hedge_cost",  # added last, as the next: a run without it adds an exact 0.0
+    "pnl_oracle",  # what fills priced on the oracle, not the market, gained (+) or lost (-)
 )
 # The option-book part of the attribution, kept per series as well.
 SERIES_COMPONENTS = PNL_COMPONENTS[:7]
@@ -99,6 +102,7 @@ STEP_DTYPE = np.dtype(
     [
         ("ts", np.int64),
         ("spot", np.float64),
+        ("oracle", np.float64),  # the oracle's price (the spot, without an oracle)
         ("iv", np.float64),
         ("nav", np.float64),
         ("cash", np.float64),
@@ -154,6 +158,8 @@ TRADE_DTYPE = np.dtype(
         ("reference", np.float64),  # the reference venue's price per contract (NaN: no rule)
         ("p_accept", np.float64),  # the chance the trader took the pool's price (NaN: no rule)
         ("fee_forgone", np.float64),  # the fee quoted on a row lost to the reference venue
+        ("oracle", np.float64),  # the oracle's price the row was quoted on (NaN: no oracle)
+        ("oracle_gap", np.float64),  # the trader's gain from that quote over one at the market
     ]
 )
 
@@ -361,6 +367,7 @@ class FlowParams(NamedTuple):
     trades_per_day: float
     size_median: float
     size_sigma: float
+    stale_edge: float  # |market / oracle - 1| a stale-quote trader needs before he trades
 
 
 class VegaHedgeParams(NamedTuple):
@@ -414,6 +421,7 @@ class MarketPath(NamedTuple):
     funding: np.ndarray
     snap: np.ndarray
     util: np.ndarray  # the money market's utilisation per tick (empty while lending is off)
+    oracle: np.ndarray  # the price the pool quotes on, per tick (empty: the market's spot)
 
 
 class SeriesSpec(NamedTuple):
@@ -440,6 +448,7 @@ class FlowRows(NamedTuple):
     size: np.ndarray
     informed: np.ndarray  # bool: keeps its own edge rule, never declines on price
     u: np.ndarray  # the row's uniform draw in [0, 1): it takes the pool's price when u < p
+    stale: np.ndarray  # bool: a stale-quote trader, who trades only against a lagging oracle
 
 
 class ListedOptions(NamedTuple):

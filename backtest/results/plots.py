@@ -46,6 +46,7 @@ COLOURS = dict(
             "#aec7e8",
             "#393b79",
             "#637939",
+            "#e7ba52",
         ),
         strict=True,
     )

@@ -179,6 +179,9 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
         # Flow lost to the reference venue (count: n_rejected_price): spot notional, fees.
         notional_lost_to_reference=(size * pl.col("spot")).filter(reason == "price").sum(),
         fees_forgone=pl.col("fee_forgone").sum(),
+        # Stale-quote traders: fills, and what they made on the oracle's price net of fees.
+        n_stale_trades=(pl.col("stale") & (filled > 0)).sum(),
+        oracle_arb_pnl=(pl.col("oracle_gap") - pl.col("fee")).filter(pl.col("stale")).sum(),
     )
 
 
@@ -245,6 +248,7 @@ COUNTS = (
     "n_hedges",
     "n_vega_hedges",
     "n_sandwiched",
+    "n_stale_trades",
     "n_informed",
     "n_liquidations",
     "n_withdrawals",
@@ -259,6 +263,7 @@ AMOUNTS = (
     "pnl_noise",
     "notional_lost_to_reference",
     "fees_forgone",
+    "oracle_arb_pnl",
     "hedge_volume",
     "hedge_notional",
     "hedge_cost",
@@ -360,6 +365,8 @@ COLUMNS = (
     "max_lent_locked",
     "n_recall_blocked",
     "n_withdrawals_waited",
+    "n_stale_trades",
+    "oracle_arb_pnl",
 )
 
 

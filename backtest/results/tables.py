@@ -116,6 +116,8 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             pnl_held_to_expiry=pl.Series(held).fill_nan(None),  # null: expires after the run
             reference=pl.col("reference").fill_nan(None),  # null: no price rule applied
             p_accept=pl.col("p_accept").fill_nan(None),
+            oracle=pl.col("oracle").fill_nan(None),  # null: no oracle
+            stale=pl.Series(fl.stale, dtype=pl.Boolean),
             flow_row=pl.Series(flow_row, dtype=pl.Int64),
         )
         .join(series_keys, on="series", how="left")
@@ -141,6 +143,9 @@ def build(prep: Batch, out: KernelOutput) -> Tables:
             "reference",
             "p_accept",
             "fee_forgone",
+            "oracle",
+            "oracle_gap",
+            "stale",
             "informed",
             "pnl_held_to_expiry",
             "flow_row",
