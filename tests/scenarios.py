@@ -346,6 +346,17 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
             }
     if rng.random() < 0.2:
         strategy.setdefault("mev", {})["min_hedge_usd"] = float(_pick(rng, 1e3, 2e4))
+    if rng.random() < 0.35:  # a lagging push oracle, and traders who pick it off
+        strategy["oracle"] = {
+            "model": "push",
+            "lag": float(_pick(rng, 0.0, 1.0, 3.0)),
+            "deviation": float(_pick(rng, 0.0, 0.005, 0.03)),
+            "heartbeat": float(_pick(rng, 0.0, 1.0, 6.0)),
+        }
+        strategy["flow"] |= {
+            "stale_fraction": float(_pick(rng, 0.0, 0.1, 0.3)),
+            "stale_edge": float(_pick(rng, 0.0, 0.002, 0.01)),
+        }
     return Scenario(seed, strategy, market, flow, lp)
 
 

@@ -184,7 +184,10 @@ def stale_hedge_state(units: float, calls: float):
     p = params_from(build_strategy(pool(pool={"collateral": "dynamic", "max_utilisation": 0.001})))
     week = 7 * 86_400 * 10**9
     mk = MarketPath(
-        *(np.array([v]) for v in (0, 2000.0, 0.6, 0.0, 0.0)), np.array([-1]), np.zeros(0)
+        *(np.array([v]) for v in (0, 2000.0, 0.6, 0.0, 0.0)),
+        np.array([-1]),
+        np.zeros(0),  # no lending
+        np.zeros(0),  # no oracle
     )
     mk = mk._replace(ts=np.array([0], np.int64))
     ser = SeriesSpec(

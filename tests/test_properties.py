@@ -64,6 +64,8 @@ def features(strategy: dict, sc: Scenario, tables) -> list[str]:
         and bool((tables.hedges["instrument"] != "option").any()),
         "sandwich": bool(tables.hedges["sandwiched"].any()),
         "hedge cut at its limit": bool((tables.hedges["unfilled"] != 0).any()),
+        "oracle off the market": bool((steps["oracle"] != steps["spot"]).any()),
+        "stale-quote trades": bool((tables.trades["stale"] & (tables.trades["filled"] > 0)).any()),
     }
     return [name for name, on in hit.items() if on]
 
@@ -349,9 +351,12 @@ def test_liquidation_never_raises_the_requirement(seed):
             liquidated.hedges.filter(pl.col("reason") == "liquidation").select("path_id", "ts"),
         ]
     )
-    if sc.lp is not None:  # LP exits close positions too; compare before the first one
-        exits = liquidated.lp.filter(pl.col("event") == "withdrawal")
-        acted = acted.filter(pl.col("ts") < exits["ts"].min()) if exits.height else acted
+    # LP exits (from [lp] flows or yield-chasing LPs) close positions too, and whether one is
+    # paid may depend on the threshold: compare before the first one
+    exits = pl.concat([run.lp for run in (liquidated, never)]).filter(
+        pl.col("event") == "withdrawal"
+    )
+    acted = acted.filter(pl.col("ts") < exits["ts"].min()) if exits.height else acted
     for (path_id,), times in acted.group_by(["path_id"]):
         t = times["ts"].min()
         mine = pl.col("path_id") == path_id
@@ -445,6 +450,8 @@ MINIMUM_RATES = {
     "venue memory": 0.15,
     "hedge cut at its limit": 0.1,
     "sandwich": 0.04,
+    "oracle off the market": 0.15,
+    "stale-quote trades": 0.05,
 }
 
 
