@@ -169,6 +169,9 @@ class MevConfig(StrictSection):
     max_slippage: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
     attacker_cost_usd: NonNeg = 10.0
     min_hedge_usd: NonNeg = 0.0
+    # Randomised hedge delay: each hedge fills a seeded 0..random_delay ticks after [hedge]
+    # latency, so an attacker cannot count on it following the trade that caused it.
+    random_delay: Annotated[int, Field(ge=0, le=1000)] = 0
 
 
 class LpConfig(StrictSection):

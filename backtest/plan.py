@@ -37,6 +37,7 @@ from backtest.kernel.types import (
 
 PATHS_PER_BATCH = 64
 NS_PER_HOUR = 3_600_000_000_000
+DELAY_STREAM = 3  # seed streams: 1 acceptance, 2 stale-quote traders (inputs.flow)
 NS_PER_SECOND = 1_000_000_000
 
 
@@ -70,6 +71,20 @@ def params_from(strategy: Strategy) -> Params:
             }
         )
     return Params(**groups)
+
+
+def hedge_delays(random_delay: int, market: Market, seed: int) -> np.ndarray:
+    """[mev] random_delay: the extra ticks a hedge decided at each tick waits, uniform in
+    0..random_delay, seeded by (seed, path_id) so a path's delays depend on nothing else; empty
+    when off."""
+    if random_delay == 0:
+        return np.zeros(0, np.int64)
+    parts = []
+    for k, pid in enumerate(market.path_ids):
+        seq = np.random.SeedSequence([seed, int(pid)], spawn_key=(DELAY_STREAM,))
+        n = market.path(k).stop - market.path(k).start
+        parts.append(np.random.default_rng(seq).integers(0, random_delay + 1, n))
+    return np.concatenate(parts).astype(np.int64)
 
 
 def oracle_for(cfg: OracleConfig, market: Market) -> np.ndarray:
@@ -155,6 +170,7 @@ class Plan:
             lp_flows=align_lp_flows(self.lp_flows, market),
             listed=listed,
             oracle=oracle_for(self.strategy.oracle, market),
+            delays=hedge_delays(self.strategy.mev.random_delay, market, self.strategy.flow.seed),
             utilisation=utilisation_for(
                 self.strategy.lending, market, self.utilisation, self.strategy.flow.seed
             ),

@@ -248,6 +248,7 @@ def simulate(batch: Batch) -> KernelOutput:
                 surf.snapshot_at(mkt.ts),
                 batch.utilisation,
                 batch.oracle,
+                batch.delays,
             ),
             mkt.offsets,
             SeriesSpec(

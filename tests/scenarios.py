@@ -346,6 +346,8 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
             }
     if rng.random() < 0.2:
         strategy.setdefault("mev", {})["min_hedge_usd"] = float(_pick(rng, 1e3, 2e4))
+    if rng.random() < 0.25:  # hedges that fill a random number of ticks late
+        strategy.setdefault("mev", {})["random_delay"] = int(_pick(rng, 1, 3))
     if rng.random() < 0.35:  # a lagging push oracle, and traders who pick it off
         strategy["oracle"] = {
             "model": "push",

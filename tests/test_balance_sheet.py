@@ -188,6 +188,7 @@ def stale_hedge_state(units: float, calls: float):
         np.array([-1]),
         np.zeros(0),  # no lending
         np.zeros(0),  # no oracle
+        np.zeros(0, np.int64),  # no random hedge delay
     )
     mk = mk._replace(ts=np.array([0], np.int64))
     ser = SeriesSpec(

@@ -33,3 +33,4 @@ class Batch:
     listed: ListedOptions  # what a vega hedge may trade; its series follow the flow's
     utilisation: np.ndarray  # the money market's, per tick (empty while lending is off)
     oracle: np.ndarray  # the oracle's price per tick (empty without an oracle)
+    delays: np.ndarray  # a hedge's random delay in ticks, per tick (empty without one)

@@ -72,7 +72,8 @@ def capped(order, hedge_after_pending, spot, hedge):
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
 def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip, mev):
-    """Fill what was decided `latency` ticks ago at this tick's price, then decide. A pool its
+    """Fill what was decided `latency` (plus its random delay) ticks ago at this tick's price,
+    then decide. A pool its
     LPs have left trades no more: its orders in flight are cancelled. An order worth less than
     [mev] min_hedge_usd at this tick's spot is not sent (its delta stays open)."""
     if acct.shares <= 0.0:
@@ -98,11 +99,13 @@ def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip, mev):
     acct.last_bucket = bucket
     if decided != 0.0:
         decided = capped(decided, units + order + in_flight, s_t, hedge)
-    if hedge.latency == 0:
-        order = decided
-        reason = hedge.policy
+    delay = hedge.latency + (mk.delay[t] if mk.delay.shape[0] > 0 else 0)
+    if delay == 0:
+        if decided != 0.0:  # with a random delay, an order due now may be there already
+            order += decided
+            reason = hedge.policy
     elif decided != 0.0:
-        later = (t + hedge.latency) % slots
+        later = (t + delay) % slots
         pending.qty[later] += decided
         pending.reason[later] = hedge.policy
     if order != 0.0 and abs(order) * s_t < mev.min_hedge_usd:

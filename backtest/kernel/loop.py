@@ -172,7 +172,8 @@ def new_state(mk, ser, listed, lp_rows, pool, hedging, lp_params):
     imp = Impact(
         np.zeros(n_expiries), np.zeros(n_strikes), np.zeros(n_expiries), np.zeros(n_strikes)
     )
-    pending = PendingHedges(np.zeros(hedging.latency + 1), np.zeros(hedging.latency + 1, np.int8))
+    slots = hedging.latency + 1 + (mk.delay.max() if mk.delay.shape[0] > 0 else 0)
+    pending = PendingHedges(np.zeros(slots), np.zeros(slots, np.int8))
     capacity = lp_rows.tick.shape[0] + 2 * n_ticks  # a run-rule and a yield request a tick
     queue = WithdrawalQueue(
         np.zeros(capacity, np.int64), np.zeros(capacity), np.zeros(capacity, np.int8)
@@ -247,6 +248,7 @@ def run_paths(
             mk.snap[a:b],
             mk.util[a:b],  # empty while lending is off
             mk.oracle[a:b],  # empty without an oracle
+            mk.delay[a:b],  # empty without a randomised hedge delay
         )
         path_flow = FlowRows(
             flow.tick[fa:fb],

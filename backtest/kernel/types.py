@@ -422,6 +422,7 @@ class MarketPath(NamedTuple):
     snap: np.ndarray
     util: np.ndarray  # the money market's utilisation per tick (empty while lending is off)
     oracle: np.ndarray  # the price the pool quotes on, per tick (empty: the market's spot)
+    delay: np.ndarray  # ticks a hedge decided at t waits beyond latency (empty: none)
 
 
 class SeriesSpec(NamedTuple):
