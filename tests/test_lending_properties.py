@@ -8,10 +8,16 @@ import numpy as np
 import polars as pl
 import pytest
 from hypothesis import event, given
-from scenarios import TOL, Scenario, random_scenario
-from test_properties import SEEDS, SETTINGS, rebuilt_nav, scale
+from scenarios import Scenario, random_scenario
+from test_properties import (
+    SEEDS,
+    SETTINGS,
+    assert_ledger_holds,
+    assert_same_runs,
+    rebuilt_nav,
+    scale,
+)
 
-from backtest.kernel.types import PNL_COMPONENTS
 from backtest.runner import simulate_frames
 
 pytestmark = pytest.mark.property
@@ -73,13 +79,7 @@ def test_attribution_reconciles_every_tick_with_lending(seed):
     sc = with_lending(random_scenario(seed))
     tables, summary = simulate(sc)
     steps = tables.steps
-    atol = TOL * scale(sc, steps)
-    components = steps.select(pl.sum_horizontal(PNL_COMPONENTS)).to_series().to_numpy()
-    assert np.allclose(components, steps["pnl_total"].to_numpy(), rtol=0, atol=atol)
-    for _, path in steps.group_by("path_id"):
-        d_nav = np.diff(path["nav"].to_numpy(), prepend=sc.capital)
-        assert np.allclose(d_nav, (path["pnl_total"] + path["lp_flow"]).to_numpy(), atol=atol)
-    assert (summary["reconcile_max_abs"] <= atol).all()
+    atol = assert_ledger_holds(sc, tables, summary)
     # The lending stocks: lent is a non-negative part of cash, stuck is part of lent, and lent
     # cash above free cash is a blocked recall (cash in hand short of the locked cash).
     lent, stuck = steps["lent"].to_numpy(), steps["lent_locked"].to_numpy()
@@ -112,11 +112,7 @@ def test_money_is_conserved_with_lending(seed):
 @given(SEEDS)
 def test_same_inputs_same_outputs_with_lending(seed):
     sc = with_lending(random_scenario(seed))
-    first, first_summary = simulate(sc)
-    again, again_summary = simulate(sc)
-    for name in ("steps", "trades", "hedges", "series", "liquidations", "lp"):
-        assert getattr(first, name).equals(getattr(again, name))
-    assert first_summary.equals(again_summary)
+    assert_same_runs(*simulate(sc), *simulate(sc))
 
 
 @SETTINGS
@@ -125,11 +121,10 @@ def test_share_zero_changes_nothing(seed):
     sc = random_scenario(seed)
     off = with_lending(sc)
     off.strategy["lending"]["share"] = 0.0
-    plain, plain_summary = simulate_frames(sc.strategy, sc.market, sc.flow, lp_flows=sc.lp)
-    other, other_summary = simulate_frames(off.strategy, off.market, off.flow, lp_flows=off.lp)
-    for name in ("steps", "trades", "hedges", "series", "liquidations", "lp"):
-        assert getattr(plain, name).equals(getattr(other, name))
-    assert plain_summary.equals(other_summary)
+    assert_same_runs(
+        *simulate_frames(sc.strategy, sc.market, sc.flow, lp_flows=sc.lp),
+        *simulate_frames(off.strategy, off.market, off.flow, lp_flows=off.lp),
+    )
 
 
 def test_the_draws_exercise_lending():

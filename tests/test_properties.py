@@ -74,11 +74,9 @@ def scale(sc: Scenario, steps: pl.DataFrame) -> float:
     return max(sc.capital, float(steps["nav"].abs().max()))
 
 
-@SETTINGS
-@given(SEEDS)
-def test_attribution_reconciles_every_tick(seed):
-    sc = random_scenario(seed)
-    tables, summary = simulate(sc)
+def assert_ledger_holds(sc: Scenario, tables, summary: pl.DataFrame) -> float:
+    """The components sum to pnl_total and NAV moves by pnl_total + lp_flow on every tick of
+    every path; returns the tolerance used (TOL of the pool's size)."""
     steps = tables.steps
     components = steps.select(pl.sum_horizontal(PNL_COMPONENTS)).to_series().to_numpy()
     atol = TOL * scale(sc, steps)
@@ -87,6 +85,22 @@ def test_attribution_reconciles_every_tick(seed):
         d_nav = np.diff(path["nav"].to_numpy(), prepend=sc.capital)
         assert np.allclose(d_nav, (path["pnl_total"] + path["lp_flow"]).to_numpy(), atol=atol)
     assert (summary["reconcile_max_abs"] <= atol).all()
+    return atol
+
+
+def assert_same_runs(first, first_summary, again, again_summary) -> None:
+    for name in ("steps", "trades", "hedges", "series", "liquidations", "lp"):
+        assert getattr(first, name).equals(getattr(again, name))
+    assert first_summary.equals(again_summary)
+
+
+@SETTINGS
+@given(SEEDS)
+def test_attribution_reconciles_every_tick(seed):
+    sc = random_scenario(seed)
+    tables, summary = simulate(sc)
+    steps = tables.steps
+    atol = assert_ledger_holds(sc, tables, summary)
     assert (steps["pnl_liquidation"] <= 0).all()
     # A venue that remembers may fill a hedge better than spot (trading back against the
     # pool's own footprint); against the venue price before it, a fill always costs.
@@ -218,11 +232,7 @@ def test_no_look_ahead(seed, cut_fraction):
 @given(SEEDS)
 def test_same_inputs_same_outputs(seed):
     sc = random_scenario(seed)
-    first, first_summary = simulate(sc)
-    again, again_summary = simulate(sc)
-    for name in ("steps", "trades", "hedges", "series", "liquidations", "lp"):
-        assert getattr(first, name).equals(getattr(again, name))
-    assert first_summary.equals(again_summary)
+    assert_same_runs(*simulate(sc), *simulate(sc))
 
 
 @SETTINGS
