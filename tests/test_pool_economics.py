@@ -313,3 +313,25 @@ def test_many_withdrawals_in_one_tick_each_may_unwind_the_hedge():
     assert tables.steps["lp_flow"][4] == pytest.approx(-480_000.0 + cost, rel=1e-12)
     np.testing.assert_allclose(paid["nav_per_share"], tables.steps["nav_per_share"][4], rtol=1e-12)
     assert_reconciles(tables, summary)
+
+
+def test_run_requests_waiting_out_a_delay_take_their_share_of_what_is_left():
+    """Requests made while earlier ones wait out withdrawal_delay are run_fraction of the shares
+    nobody has asked for yet: 50 %, then 25 %, then 12.5 % of the pool; never more than it."""
+    n = 40
+    spot = np.concatenate([np.full(5, 2000.0), np.linspace(2000, 4000, n - 5)])
+    market = flat_market(n).with_columns(spot=pl.Series(spot), iv=pl.lit(1.2))
+    strategy = no_fees(
+        pool={"max_utilisation": 1.0},
+        lp={"run_drawdown": 0.05, "run_fraction": 0.5, "withdrawal_delay": 30.0},
+        hedge={"policy": "none"},
+    )
+    flow = trades_at((0, 24 * 30, 2200.0, "C", 1, 450.0))
+    tables, _ = simulate_frames(strategy, market, flow)
+    lp = tables.lp
+    first_paid = lp.filter(pl.col("event") == "withdrawal")["ts"].min()
+    early = lp.filter((pl.col("event") == "request") & (pl.col("ts") < first_paid))
+    asked = -early["shares"].to_numpy()
+    assert len(asked) >= 3
+    assert asked[:3] == pytest.approx([5e5, 2.5e5, 1.25e5], rel=1e-12)
+    assert -lp.filter(pl.col("event") == "request")["shares"].sum() <= 1e6 * (1 + 1e-12)

@@ -154,9 +154,20 @@ def trailing_apy(t, mk, steps, acct, window):
 
 
 @njit(cache=True)
+def unclaimed(acct, queue):
+    """Shares no queued request has asked for yet: what a new run or yield request takes its
+    share of, so requests waiting out a delay never add up to more than the LPs hold."""
+    asked = 0.0
+    for k in range(acct.wq_head, acct.wq_tail):
+        asked += queue.shares[k]
+    return max(acct.shares - asked, 0.0)
+
+
+@njit(cache=True)
 def chase_yield(t, mk, queue, acct, records, lp):
     """Once a UTC day: money in at deposit_elasticity x (APY - benchmark) x NAV x a day in years,
-    or a request for withdrawal_elasticity x (benchmark - APY) of a day's shares; at most all."""
+    or a request for withdrawal_elasticity x (benchmark - APY) of a day's unclaimed shares (at
+    most all of them)."""
     now = mk.ts[t]
     day = now // NS_PER_DAY
     if day == acct.yield_day:
@@ -171,7 +182,8 @@ def chase_yield(t, mk, queue, acct, records, lp):
         deposit(acct, records, now, share * acct.nav, CHASE)
     elif excess < 0.0 and lp.withdrawal_elasticity > 0.0:
         share = min(-lp.withdrawal_elasticity * excess * DAY_IN_YEARS, 1.0)
-        request(acct, queue, records, now, share * acct.shares, acct.nav / acct.shares, lp, CHASE)
+        nps = acct.nav / acct.shares
+        request(acct, queue, records, now, share * unclaimed(acct, queue), nps, lp, CHASE)
 
 
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
@@ -196,14 +208,15 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
             record_lp(records.lp, acct, now, LP_REJECTED, amount, 0.0, 0.0, 0.0, 0.0, FLOW, PROMPT)
     if lp.deposit_elasticity > 0.0 or lp.withdrawal_elasticity > 0.0:
         chase_yield(t, mk, queue, acct, records, lp)
-    # The run rule: each further run_drawdown of drawdown in NAV per share sends run_fraction out.
+    # The run rule: each further run_drawdown of drawdown in NAV per share sends run_fraction of
+    # the shares not already on their way out.
     nav_per_share = acct.nav / acct.shares if acct.shares > 0.0 else 0.0
     if lp.run_drawdown > 0.0 and nav_per_share > 0.0:
         if nav_per_share > acct.peak_nps:
             acct.peak_nps = nav_per_share
             acct.run_level = lp.run_drawdown
         if 1.0 - nav_per_share / acct.peak_nps >= acct.run_level:
-            shares = lp.run_fraction * acct.shares
+            shares = lp.run_fraction * unclaimed(acct, queue)
             request(acct, queue, records, now, shares, nav_per_share, lp, FLOW)
             acct.run_level += lp.run_drawdown
     while acct.wq_head < acct.wq_tail and queue.due[acct.wq_head] <= now:
