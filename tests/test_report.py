@@ -121,3 +121,11 @@ def test_the_vega_plot_thins_a_long_run_with_both_vega_lines(tmp_path):
     )
     path = vega_utilisation(steps, tmp_path / "vega.png")
     assert path.read_bytes().startswith(PNG)
+
+
+def test_a_run_that_lends_gets_a_lending_plot(tmp_path):
+    folder = make_run(tmp_path, lending={"share": 0.8, "market_usd": 5e5})
+    assert (pl.read_parquet(folder / "steps.parquet")["lent"] > 0).any()
+    files = plot_run(folder)
+    assert {f.stem for f in files} == SINGLE_PLOTS | {"lending"}
+    assert (folder / "plots" / "lending.png").read_bytes().startswith(PNG)

@@ -310,6 +310,42 @@ def drawdown(steps: pl.DataFrame, path: Path, subtitle: str = "") -> Path:
     return _save(fig, path)
 
 
+def lending(steps: pl.DataFrame, path: Path, subtitle: str = "") -> Path:
+    """Lent collateral (top: supplied, and the part the money market could not repay) and the
+    market it sits in (bottom: utilisation against the supply rate the pool earned)."""
+    data = _thin(
+        steps.select(
+            "ts",
+            "lent",
+            "lent_locked",
+            utilisation=pl.col("lending_utilisation") * 100,
+            rate=pl.col("lending_rate") * 100,
+        ),
+        pl.col("lent").last(),
+        pl.col("lent_locked").max(),
+        pl.col("utilisation").max(),
+        pl.col("rate").max(),
+    )
+    fig, (top, bottom) = _figure(TALL, rows=2)
+    ts = data["ts"].to_numpy()
+    top.plot(ts, data["lent"], color="#1f77b4", lw=1.0, label="lent")
+    top.fill_between(
+        ts, data["lent_locked"], 0.0, color="#d62728", alpha=0.45, lw=0, label="locked"
+    )
+    _money(top, data["lent"].to_numpy(), "lent collateral")
+    _legend_outside(top)
+    (used,) = bottom.plot(ts, data["utilisation"], color="#555555", lw=1.0, label="utilisation")
+    bottom.set_ylabel("market utilisation (%)")
+    bottom.yaxis.set_major_formatter(PercentFormatter())
+    rate_ax = bottom.twinx()
+    (rate,) = rate_ax.plot(ts, data["rate"], color="#2ca02c", lw=0.9, label="supply rate")
+    rate_ax.set_ylabel("supply rate (% a year)")
+    bottom.legend(handles=[used, rate], loc="upper left", fontsize=9)  # both axes' lines
+    _title(top, "Lent collateral", subtitle)
+    _dates(bottom, ts)
+    return _save(fig, path)
+
+
 def nav_fan(steps: pl.DataFrame, path: Path, initial_nav: float | None = None) -> Path:
     """NAV quantiles across paths at each timestamp (needs only path_id, ts, nav)."""
     nav = pl.col("nav")
@@ -379,6 +415,10 @@ STEP_COLUMNS = (
     "book_vega",
     "listed_vega",
     "utilisation",
+    "lent",
+    "lent_locked",
+    "lending_utilisation",
+    "lending_rate",
     *PNL_COMPONENTS,
     "pnl_total",
     "shares",
@@ -418,6 +458,8 @@ def plot_run(folder: Path) -> list[Path]:
             vega_utilisation(steps, out / "vega_utilisation.png", subtitle, cap),
             drawdown(steps, out / "drawdown.png", subtitle),
         ]
+        if "lent" in steps.columns and (steps["lent"] > 0).any():
+            paths.append(lending(steps, out / "lending.png", subtitle))
         if summary.height > 1:
             all_paths = pl.read_parquet(steps_file, columns=["path_id", "ts", "nav"])
             initial = float(summary["initial_nav"][0])

@@ -137,6 +137,8 @@ CAPTIONS = {
     "flow's book before it). "
     "Bottom: collateral required as a share of NAV, against the utilisation cap.",
     "drawdown": "Distance of NAV per share below its running peak.",
+    "lending": "Top: free collateral supplied to the money market, and the part it could not "
+    "repay (locked). Bottom: the market's utilisation and the supply rate the pool earned.",
     "nav_fan": "NAV quantiles across paths at each timestamp.",
     "lp_returns": "LP return per path, with the mean, median and 95 % VaR.",
 }
