@@ -46,6 +46,24 @@ def cash_paid(filled, s_t, cost, hedge):
 
 
 @njit(cache=True)
+def hedge_row(hedges, acct, ts, qty, spot, price, slippage_cost, reason):
+    """Count a hedge trade and write the fields every instrument has into its row; returns the
+    row's index, or -1 past the room (the count goes on, so the caller can size a rerun)."""
+    k = acct.n_hedges
+    acct.n_hedges += 1
+    if k >= hedges.shape[0]:
+        return -1
+    h = hedges[k]
+    h.ts = ts
+    h.qty = qty
+    h.spot = spot
+    h.exec_price = price
+    h.slippage_cost = slippage_cost
+    h.reason = reason
+    return k
+
+
+@njit(cache=True)
 def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip, mev):
     """Trade `order` underlying (signed) at spot[t] through the slippage model and return the
     quantity filled; record it in hedges while there is room (the count goes on, so the caller
@@ -63,16 +81,11 @@ def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip, mev):
     acct.units += filled
     acct.nav -= cost
     row.pnl_hedge_cost -= cost
-    if acct.n_hedges < hedges.shape[0]:
-        h = hedges[acct.n_hedges]
-        h.ts = mk.ts[t]
-        h.qty = filled
-        h.spot = s_t
-        h.exec_price = price
-        h.slippage_cost = slip_cost
+    k = hedge_row(hedges, acct, mk.ts[t], filled, s_t, price, slip_cost, reason)
+    if k >= 0:
+        h = hedges[k]
         h.gas_cost = gas
         h.mev_cost = mev_cost
-        h.reason = reason
         h.series = -1
         h.iv = math.nan
         h.unfilled = order - filled
@@ -80,5 +93,4 @@ def trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip, mev):
         h.venue_price_after = after
         h.sandwiched = sandwiched
         h.attacker_pnl = attacker
-    acct.n_hedges += 1
     return filled

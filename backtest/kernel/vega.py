@@ -12,6 +12,7 @@ import math
 from numba import njit
 
 from backtest.kernel import collateral
+from backtest.kernel.instrument import hedge_row
 from backtest.kernel.lending import fill_cap
 from backtest.kernel.types import VEGA_BAND, VEGA_POLICY, VEGA_TENOR_MATCHED
 from backtest.kernel.valuation import MIN_VOL, price_at, value_series
@@ -102,21 +103,15 @@ def trade_listed(t, mk, i, want, reason, ser, terms, book, acct, row, out, pool,
     acct.nav -= spread + fee
     row.pnl_vega_hedge_cost -= spread + fee
     out.series[i].volume += size
-    if acct.n_hedges < out.hedges.shape[0]:
-        h = out.hedges[acct.n_hedges]
-        h.ts = mk.ts[t]
-        h.qty = filled
-        h.spot = s_t
-        h.exec_price = paid
-        h.slippage_cost = spread
-        h.reason = reason
+    k = hedge_row(out.hedges, acct, mk.ts[t], filled, s_t, paid, spread, reason)
+    if k >= 0:
+        h = out.hedges[k]
         h.series = i
         h.iv = vol
         h.vega = filled * book.vega[i]
         h.fee = fee
         h.venue_price_before = math.nan  # a listed option: no cpmm venue
         h.venue_price_after = math.nan
-    acct.n_hedges += 1
 
 
 @njit(cache=True)
