@@ -24,7 +24,7 @@ from backtest.kernel.types import (
     REJECT_UTILISATION,
     REJECT_VEGA_LIMIT,
 )
-from backtest.kernel.valuation import fill_price, price_at, value_series
+from backtest.kernel.valuation import fill_price, price_at, valued
 from backtest.kernel.vega import vega_room
 
 
@@ -100,11 +100,7 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         i = flow.series[fi]
         side = flow.side[fi]
         size = flow.size[fi] * scale  # x 1.0 when off: exactly the row's size
-        if book.valued_at[i] != t:
-            log_s = math.log(s_t)
-            value_series(
-                i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, imp, terms, book, pricing
-            )
+        valued(i, t, mk, ser, surf, imp, terms, book, pricing)
         mark = book.price[i]
         stale = flow.stale[fi]
         if stale:  # he buys what the oracle's price makes cheap, sells what it makes dear

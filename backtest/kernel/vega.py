@@ -15,7 +15,7 @@ from backtest.kernel import collateral
 from backtest.kernel.instrument import hedge_row
 from backtest.kernel.lending import fill_cap
 from backtest.kernel.types import VEGA_BAND, VEGA_POLICY, VEGA_TENOR_MATCHED
-from backtest.kernel.valuation import MIN_VOL, price_at, value_series
+from backtest.kernel.valuation import MIN_VOL, price_at, valued
 
 PER_VOL_POINT = 0.01
 BAND = VEGA_POLICY["band"]
@@ -52,30 +52,6 @@ def nearest(listed, lo, hi, expiry_ns, ser):
         if d < gap:
             best, gap = c, d
     return best
-
-
-@njit(cache=True)
-def valued(i, t, mk, ser, surf, imp, terms, book, pricing):
-    """Listed option i valued at tick t (once a tick, as every series)."""
-    if book.valued_at[i] != t:
-        s_t = mk.spot[t]
-        log_s = math.log(s_t)
-        value_series(
-            i,
-            t,
-            mk.ts[t],
-            s_t,
-            log_s,
-            mk.iv[t],
-            mk.rate[t],
-            mk.snap[t],
-            ser,
-            surf,
-            imp,
-            terms,
-            book,
-            pricing,
-        )
 
 
 @njit(cache=True)
