@@ -15,6 +15,7 @@ import polars as pl
 
 from backtest import threads
 from backtest.config import OracleConfig, Strategy, parse_duration
+from backtest.inputs import streams
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import ALL_PATHS, align_flow, validate_flow
 from backtest.inputs.lending import utilisation_for
@@ -37,7 +38,6 @@ from backtest.kernel.types import (
 
 PATHS_PER_BATCH = 64
 NS_PER_HOUR = 3_600_000_000_000
-DELAY_STREAM = 3  # seed streams: 1 acceptance, 2 stale-quote traders (inputs.flow)
 NS_PER_SECOND = 1_000_000_000
 
 
@@ -81,9 +81,9 @@ def hedge_delays(random_delay: int, market: Market, seed: int) -> np.ndarray:
         return np.zeros(0, np.int64)
     parts = []
     for k, pid in enumerate(market.path_ids):
-        seq = np.random.SeedSequence([seed, int(pid)], spawn_key=(DELAY_STREAM,))
         n = market.path(k).stop - market.path(k).start
-        parts.append(np.random.default_rng(seq).integers(0, random_delay + 1, n))
+        rng = streams.path_rng(seed, int(pid), streams.HEDGE_DELAY)
+        parts.append(rng.integers(0, random_delay + 1, n))
     return np.concatenate(parts).astype(np.int64)
 
 

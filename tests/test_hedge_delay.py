@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 from scenarios import T0, assert_reconciles, hourly_flow, hourly_market, no_fees
 
-from backtest.plan import DELAY_STREAM
+from backtest.inputs.streams import HEDGE_DELAY
 from backtest.runner import simulate_frames
 
 SEED = 7  # the default [flow] seed
 
 
 def delays(n: int, most: int, path_id: int = 0) -> np.ndarray:
-    """The delays drawn by hand: uniform in 0..most, the (seed, path) stream DELAY_STREAM."""
-    seq = np.random.SeedSequence([SEED, path_id], spawn_key=(DELAY_STREAM,))
+    """The delays drawn by hand: uniform in 0..most, the (seed, path) stream HEDGE_DELAY."""
+    seq = np.random.SeedSequence([SEED, path_id], spawn_key=(HEDGE_DELAY,))
     return np.random.default_rng(seq).integers(0, most + 1, n)
 
 

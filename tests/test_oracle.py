@@ -160,3 +160,11 @@ def test_the_oracle_is_off_by_default():
     strategy = build_strategy({})
     assert strategy.oracle.model == "none" and strategy.flow.stale_fraction == 0.0
     assert math.isclose(strategy.flow.stale_edge, 0.002)
+
+
+def test_every_seeded_use_has_a_stream_of_its_own():
+    """The stale-quote traders once shared a stream with the lending market's utilisation."""
+    from backtest.inputs import streams
+
+    keys = [v for k, v in vars(streams).items() if k.isupper()]
+    assert len(keys) == len(set(keys)) == 4

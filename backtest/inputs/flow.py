@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from backtest.errors import InputError
+from backtest.inputs import streams
 from backtest.inputs.checks import (
     as_float,
     as_int,
@@ -31,9 +32,6 @@ FLOW_SCHEMA = {
 }
 FLOW_COLUMNS = tuple(FLOW_SCHEMA)
 ALL_PATHS = -1
-# Spawn key of the stream of price-elastic traders' draws, apart from the generator's streams.
-ACCEPTANCE_STREAM = 1
-STALE_STREAM = 2
 
 
 def validate_flow(df: pl.DataFrame, source: Path) -> pl.DataFrame:
@@ -132,15 +130,14 @@ class AlignedFlow:
 
 
 def acceptance_draws(
-    seed: int, path_id: int, flow_row: np.ndarray, stream: int = ACCEPTANCE_STREAM
+    seed: int, path_id: int, flow_row: np.ndarray, stream: int = streams.ACCEPTANCE
 ) -> np.ndarray:
-    """Each row's uniform for the price-elastic trader (or, stream STALE_STREAM, whether it is
-    a stale-quote trader): draw number flow_row of a stream seeded by (seed, path_id), so it
-    depends on neither the window, the batch nor the order rows are priced in, and an
-    imported file gets draws like the generator's rows."""
-    seq = np.random.SeedSequence([seed, path_id], spawn_key=(stream,))
+    """Each row's uniform for the price-elastic trader (or, stream STALE_TRADERS, whether it is
+    a stale-quote trader): draw number flow_row of the path's stream, so it depends on neither
+    the window, the batch nor the order rows are priced in, and an imported file gets draws
+    like the generator's rows."""
     n = int(flow_row.max()) + 1 if flow_row.size else 0
-    return np.random.default_rng(seq).random(n)[flow_row]
+    return streams.path_rng(seed, path_id, stream).random(n)[flow_row]
 
 
 def align_flow(
@@ -173,7 +170,9 @@ def align_flow(
         u = acceptance_draws(seed, int(pid), rows["flow_row"].to_numpy())
         stale = np.zeros(rows.height, bool)
         if stale_fraction > 0:
-            draws = acceptance_draws(seed, int(pid), rows["flow_row"].to_numpy(), STALE_STREAM)
+            draws = acceptance_draws(
+                seed, int(pid), rows["flow_row"].to_numpy(), streams.STALE_TRADERS
+            )
             stale = (draws < stale_fraction) & ~rows["informed"].to_numpy()
         parts.append(
             rows.with_columns(

@@ -2,7 +2,7 @@
 
 Either a Parquet of (ts, utilisation in [0, 1]), each tick taking the latest row at or before
 it, or "process": a seeded mean-reverting process in logit space, one draw stream per path
-(`SeedSequence([seed, path_id], spawn_key=(2,))`), with an optional scripted squeeze (the
+(`streams.UTILISATION`), with an optional scripted squeeze (the
 utilisation pinned at squeeze_utilisation for squeeze_days from squeeze_start).
 """
 
@@ -16,6 +16,7 @@ import polars as pl
 
 from backtest.config import LendingConfig, parse_time
 from backtest.errors import InputError
+from backtest.inputs import streams
 from backtest.inputs.checks import (
     as_float,
     as_utc_ns,
@@ -26,7 +27,6 @@ from backtest.inputs.checks import (
 )
 from backtest.inputs.market import Market
 
-UTILISATION_STREAM = 2  # spawn key of the process's draws (the flow's acceptance draws use 1)
 NS_PER_DAY = 86_400 * 1_000_000_000
 PROCESS = "process"
 
@@ -79,9 +79,7 @@ def process(ts: np.ndarray, cfg: LendingConfig, seed: int, path_id: int) -> np.n
     day with util_vol per sqrt(day) (Ornstein-Uhlenbeck, sampled exactly on the ticks), from
     x = logit(util_mean) at the first tick; then the squeeze window, if any, set to
     squeeze_utilisation."""
-    rng = np.random.default_rng(
-        np.random.SeedSequence([seed, path_id], spawn_key=(UTILISATION_STREAM,))
-    )
+    rng = streams.path_rng(seed, path_id, streams.UTILISATION)
     n = len(ts)
     z = rng.standard_normal(n)
     mean = math.log(cfg.util_mean / (1.0 - cfg.util_mean))
