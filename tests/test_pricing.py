@@ -68,6 +68,18 @@ def test_norm_cdf_tail_keeps_relative_accuracy():
     assert bs.norm_cdf(40.0) == 1.0
 
 
+@settings(max_examples=300, deadline=None)
+@given(x=st.floats(-40.0, 40.0))
+def test_one_tail_gives_both_sides_of_the_cdf(x):
+    """N(x) and N(-x) come from one erfc (what a call and a put at one strike share): they sum
+    to 1, and each agrees with erfc evaluated on its own side to 2 ulp."""
+    up, down = bs.norm_cdf(x), bs.norm_cdf(-x)
+    assert up + down == pytest.approx(1.0, abs=2.3e-16)
+    for y, n in ((x, up), (-x, down)):
+        direct = 0.5 * math.erfc(-y / math.sqrt(2.0))
+        assert abs(n - direct) <= 2 * math.ulp(direct)
+
+
 # --- identities -----------------------------------------------------------------------------
 
 
@@ -341,3 +353,55 @@ def test_bad_kind_raises_naming_the_value(kind, shown):
 def test_bad_inputs_raise(name, args):
     with pytest.raises(ValueError, match=f"^{name} must be "):
         greeks(1, *args)
+
+
+# --- the kernel's shared valuation ----------------------------------------------------------
+
+
+def test_call_and_put_at_one_strike_share_their_terms_exactly():
+    """The kernel values the second series at a strike from the first one's d1, d2, tails and
+    kind-free greeks: every number equals a valuation of that series alone, in either order,
+    and equals the closed form at the series' vol."""
+    from backtest.kernel.loop import new_book, new_terms
+    from backtest.kernel.types import Impact, MarketPath, PricingParams, SeriesSpec, SurfaceGrid
+    from backtest.kernel.valuation import NS_PER_YEAR, valued
+
+    week = 7 * 86_400 * 10**9
+    mk = MarketPath(
+        np.array([0], np.int64),
+        *(np.array([v]) for v in (2000.0, 0.6, 0.03, 0.0)),
+        np.array([-1]),
+        np.zeros(0),
+        np.zeros(0),
+        np.zeros(0, np.int64),
+    )
+    ser = SeriesSpec(
+        np.array([week, week, week]),
+        np.array([2100.0, 2100.0, 1900.0]),
+        np.array([1.0, -1.0, -1.0]),
+        np.zeros(3, np.int64),
+        np.array([0, 0, 1]),
+    )
+    surf = SurfaceGrid(np.zeros(1), np.zeros(1), np.zeros((1, 1, 1)))
+    pricing = PricingParams(*([0.0] * 14))._replace(skew_slope=-0.2, smile_curvature=0.5)
+    impact = Impact(np.array([0.01]), np.zeros(2), np.array([0.01]), np.array([0.05, -0.02]))
+    fields = ("price", "delta", "gamma", "vega", "theta", "vanna", "volga", "sigma")
+
+    def value(order):
+        book, terms = new_book(ser), new_terms(1, 2)
+        for i in order:
+            valued(i, 0, mk, ser, surf, impact, terms, book, pricing)
+        return {f: getattr(book, f).copy() for f in fields}
+
+    put_first, call_first = value([1, 0, 2]), value([0, 1, 2])
+    for i in range(3):
+        alone = value([i])
+        for f in fields:
+            assert put_first[f][i] == call_first[f][i] == alone[f][i], (i, f)
+    tau = week / NS_PER_YEAR
+    assert put_first["sigma"][0] == put_first["sigma"][1] != put_first["sigma"][2]
+    for i in range(3):
+        expected = bs.bs_greeks(
+            ser.kind[i], 2000.0, ser.strike[i], tau, put_first["sigma"][i], 0.03
+        )
+        assert [put_first[f][i] for f in fields[:-1]] == list(expected)

@@ -32,7 +32,6 @@ from backtest.kernel.types import (
     POLICY,
     VEGA_POLICY,
     Book,
-    ExpiryTerms,
     FlowRows,
     Impact,
     ListedOptions,
@@ -41,6 +40,7 @@ from backtest.kernel.types import (
     PathState,
     PendingHedges,
     Records,
+    SharedTerms,
     WithdrawalQueue,
 )
 
@@ -156,19 +156,35 @@ def ticks(
 
 
 @njit(cache=True)
+def new_terms(n_expiries, n_strikes):
+    return SharedTerms(
+        np.full(n_expiries, -1, np.int64),
+        np.zeros(n_expiries),
+        np.zeros(n_expiries),
+        np.zeros(n_expiries),
+        np.zeros(n_expiries),
+        np.full(n_strikes, -1, np.int64),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+        np.zeros(n_strikes),
+    )
+
+
+@njit(cache=True)
 def new_state(mk, ser, listed, lp_rows, pool, hedging, lp_params):
     """One path's state at its first tick: an empty book and the pool's initial capital."""
     n_ticks = mk.ts.shape[0]
     n_series = ser.expiry.shape[0]
     n_expiries = ser.expiry_id.max() + 1 if n_series else 0
     n_strikes = ser.strike_id.max() + 1 if n_series else 0
-    terms = ExpiryTerms(
-        np.full(n_expiries, -1, np.int64),
-        np.zeros(n_expiries),
-        np.zeros(n_expiries),
-        np.zeros(n_expiries),
-        np.zeros(n_expiries),
-    )
+    terms = new_terms(n_expiries, n_strikes)
     imp = Impact(
         np.zeros(n_expiries), np.zeros(n_strikes), np.zeros(n_expiries), np.zeros(n_strikes)
     )

@@ -486,15 +486,28 @@ class Book(NamedTuple):
     log_strike: np.ndarray  # a valuation term that never changes
 
 
-class ExpiryTerms(NamedTuple):
-    """What every series of one expiry shares in a tick's valuation (valuation.expiry_terms),
-    computed once per expiry and tick instead of once per series."""
+class SharedTerms(NamedTuple):
+    """What series share in a tick's valuation, computed once per tick for the first series
+    valued instead of once per series: per expiry (valuation.expiry_terms), the time terms; per
+    expiry and strike (strike_id, valuation.strike_terms), what the call and the put there have
+    in common at one vol: d1, d2, the normal tails, the pdf and the kind-free greeks."""
 
-    at: np.ndarray  # tick the terms are for, -1 never
+    at: np.ndarray  # per expiry: tick the terms are for, -1 never
     tau: np.ndarray  # years to expiry
     sqrt_tau: np.ndarray
     disc: np.ndarray  # e^{-r tau}
     forward: np.ndarray  # S e^{r tau}
+    strike_at: np.ndarray  # per (expiry, strike): tick the terms are for, -1 never
+    vol: np.ndarray  # the vol they are for
+    d1: np.ndarray
+    d2: np.ndarray
+    tail1: np.ndarray  # min(N(d1), N(-d1)), bs.tail
+    tail2: np.ndarray
+    pdf: np.ndarray  # n(d1)
+    gamma: np.ndarray
+    vega: np.ndarray
+    vanna: np.ndarray
+    volga: np.ndarray
 
 
 class Impact(NamedTuple):
@@ -525,7 +538,7 @@ class PathState(NamedTuple):
     """Everything one path carries from tick to tick (allocated by loop.new_state)."""
 
     book: Book
-    terms: ExpiryTerms
+    terms: SharedTerms
     impact: Impact
     pending: PendingHedges
     queue: WithdrawalQueue

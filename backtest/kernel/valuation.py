@@ -2,15 +2,17 @@
 impact snapshot) and its Black-Scholes price and greeks, cached in the book for the rest of the
 tick; and the price a fill pays for the vol move it causes itself.
 
-Series share work: the terms of an expiry (tau, sqrt tau, discount, forward) are computed once
-per tick (ExpiryTerms), log spot once per tick, log strike once per run (Book.log_strike).
+Series share work (SharedTerms): the terms of an expiry (tau, sqrt tau, discount, forward) are
+computed once per tick, and so is what a call and a put at one strike have in common (d1, d2,
+both erfc tails, the pdf, gamma, vega, vanna, volga), so the second of the pair costs a few
+products; log spot once per tick, log strike once per run (Book.log_strike).
 """
 
 import math
 
 from numba import njit
 
-from backtest.kernel.bs import greeks_from_terms, price_from_terms
+from backtest.kernel.bs import flat_case, kind_greeks, price_from_terms, strike_greeks
 from backtest.kernel.surface import surface_vol
 
 NS_PER_YEAR = 365.0 * 86_400.0 * 1e9
@@ -63,25 +65,59 @@ def market_vol(i, snap, atm, ser, surf, terms, pricing):
 # inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
+def strike_terms(terms, n, t, s_t, log_s, log_strike, e, vol, r_t):
+    """Strike n's shared terms at `vol`, computed on the first series of n valued in tick t
+    (the call and the put there always see the same vol; the check keeps that an assumption
+    the cache never relies on)."""
+    if terms.strike_at[n] != t or terms.vol[n] != vol:
+        d1, d2, tail1, tail2, pdf, gamma, vega, vanna, volga = strike_greeks(
+            s_t, log_s, log_strike, terms.tau[e], terms.sqrt_tau[e], vol, r_t
+        )
+        terms.d1[n] = d1
+        terms.d2[n] = d2
+        terms.tail1[n] = tail1
+        terms.tail2[n] = tail2
+        terms.pdf[n] = pdf
+        terms.gamma[n] = gamma
+        terms.vega[n] = vega
+        terms.vanna[n] = vanna
+        terms.volga[n] = volga
+        terms.vol[n] = vol
+        terms.strike_at[n] = t
+
+
+# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
+# instead of 1.04x (200k-tick board, bench)
+@njit(cache=True, inline="always")
 def value_series(i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, impact, terms, book, pricing):
-    """Value series i at tick t (the market as scalars) into the book's valuation cache."""
+    """Value series i at tick t (the market as scalars) into the book's valuation cache: the
+    same numbers as bs.greeks_from_terms, with the strike's part shared."""
     e = ser.expiry_id[i]
     expiry_terms(terms, e, t, ser.expiry[i], now, s_t, r_t)
-    tau = terms.tau[e]
+    tau, sqrt_tau, disc = terms.tau[e], terms.sqrt_tau[e], terms.disc[e]
     move = impact.expiry_snap[e] + impact.strike_snap[ser.strike_id[i]]
     vol = max(market_vol(i, snap, atm, ser, surf, terms, pricing) + move, MIN_VOL)
-    price, delta, gamma, vega, theta, vanna, volga = greeks_from_terms(
-        ser.kind[i],
-        s_t,
-        log_s,
-        ser.strike[i],
-        book.log_strike[i],
-        tau,
-        terms.sqrt_tau[e],
-        terms.disc[e],
-        vol,
-        r_t,
-    )
+    kind, strike = ser.kind[i], ser.strike[i]
+    flat, price, delta, theta = flat_case(kind, s_t, strike, tau, vol * sqrt_tau, disc, r_t)
+    if flat:
+        gamma = vega = vanna = volga = 0.0
+    else:
+        n = ser.strike_id[i]
+        strike_terms(terms, n, t, s_t, log_s, book.log_strike[i], e, vol, r_t)
+        price, delta, theta = kind_greeks(
+            kind,
+            s_t,
+            strike * disc,
+            sqrt_tau,
+            vol,
+            r_t,
+            terms.d1[n],
+            terms.d2[n],
+            terms.tail1[n],
+            terms.tail2[n],
+            terms.pdf[n],
+        )
+        gamma, vega, vanna, volga = terms.gamma[n], terms.vega[n], terms.vanna[n], terms.volga[n]
     book.price[i] = price
     book.delta[i] = delta
     book.gamma[i] = gamma
