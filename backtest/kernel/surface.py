@@ -9,9 +9,7 @@ import math
 from numba import njit
 
 
-# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
-# instead of 1.04x (200k-tick board, bench)
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _bracket(grid, x):
     """(lower index, weight of the upper point) for x on an increasing grid, flat outside."""
     n = grid.shape[0]
@@ -29,9 +27,7 @@ def _bracket(grid, x):
     return lo, (x - grid[lo]) / (grid[hi] - grid[lo])
 
 
-# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
-# instead of 1.04x (200k-tick board, bench)
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _smile(row, ks, k):
     j, w = _bracket(ks, k)
     if ks.shape[0] == 1:
@@ -39,9 +35,7 @@ def _smile(row, ks, k):
     return row[j] * (1.0 - w) + row[j + 1] * w
 
 
-# inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
-# instead of 1.04x (200k-tick board, bench)
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def surface_vol(vols, tenors, ks, tau, k):
     """Vol at (tau years, k = ln K/F) from one snapshot vols[n_tenors, n_k]."""
     i, w = _bracket(tenors, tau)
