@@ -30,7 +30,6 @@ from backtest.inputs.lp import load_lp_flows, validate_lp_flows
 from backtest.inputs.market import load_market, market_from_frames, validate_market
 from backtest.inputs.surface import Surface, load_surface
 from backtest.kernel import CACHE_DIR
-from backtest.kernel.loop import run_paths
 from backtest.kernel.types import (
     CLOSE_DTYPE,
     HEDGE_DTYPE,
@@ -47,6 +46,7 @@ from backtest.kernel.types import (
     SeriesSpec,
     SurfaceGrid,
 )
+from backtest.paths import run_paths
 from backtest.plan import Plan
 from backtest.results import runfolder, tables
 from backtest.results.summary import summarise

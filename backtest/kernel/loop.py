@@ -32,14 +32,9 @@ from backtest.kernel.types import (
     POLICY,
     VEGA_POLICY,
     Book,
-    FlowRows,
     Impact,
-    ListedOptions,
-    LpRows,
-    MarketPath,
     PathState,
     PendingHedges,
-    Records,
     SharedTerms,
     WithdrawalQueue,
 )
@@ -77,7 +72,7 @@ def new_book(ser):
 # and raises make the pass that prunes those pairs give up, does so per series-tick: atomic
 # operations were 88 % of the kernel's time (perf). All allocation happens in run_path, which
 # keeps every array alive while this runs; a step that allocated would fail to compile here.
-@njit(cache=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False)
 def ticks(
     mk,
     ser,
@@ -177,7 +172,7 @@ def new_terms(n_expiries, n_strikes):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def new_state(mk, ser, listed, lp_rows, pool, hedging, lp_params):
     """One path's state at its first tick: an empty book and the pool's initial capital."""
     n_ticks = mk.ts.shape[0]
@@ -215,99 +210,3 @@ def new_state(mk, ser, listed, lp_rows, pool, hedging, lp_params):
         most_listed = max(most_listed, listed.offsets[t + 1] - listed.offsets[t])
     bucket_vega = np.zeros(most_listed)
     return PathState(new_book(ser), terms, imp, pending, queue, account, log_iv_sum, bucket_vega)
-
-
-@njit(cache=True, nogil=True)
-def run_paths(
-    first,
-    last,
-    mk,
-    tick_offsets,
-    ser,
-    surf,
-    flow,
-    flow_offsets,
-    listed,
-    lp_rows,
-    pool,
-    pricing,
-    hedging,
-    slip,
-    lp_params,
-    flow_params,
-    vh,
-    lending_params,
-    mev_params,
-    out,
-    offsets,
-    counts,
-):
-    """Paths first..last-1, one after the other, each into its own slices of the records, and
-    how many records of each kind each made into counts[k] (which may exceed the room: the
-    caller then reruns with more). Without the GIL: the runner runs paths in threads, and since
-    path k writes only its own slices, the result equals a serial run. (No prange: its wrapper
-    cost 5 s of every cold compile, a third level at which LLVM optimises the whole kernel.)
-
-    mk, flow and the records hold every path back to back (path k: ticks tick_offsets[k:k+2],
-    flow rows flow_offsets[k:k+2], records of kind j (types.RECORD_KINDS) offsets[k:k+2, j]);
-    LP flows apply to every path, each with its own ticks (lp_rows.tick[k]).
-    """
-    for k in range(first, last):
-        a, b = tick_offsets[k], tick_offsets[k + 1]
-        fa, fb = flow_offsets[k], flow_offsets[k + 1]
-        path = MarketPath(
-            mk.ts[a:b],
-            mk.spot[a:b],
-            mk.iv[a:b],
-            mk.rate[a:b],
-            mk.funding[a:b],
-            mk.snap[a:b],
-            mk.util[a:b],  # empty while lending is off
-            mk.oracle[a:b],  # empty without an oracle
-            mk.delay[a:b],  # empty without a randomised hedge delay
-        )
-        path_flow = FlowRows(
-            flow.tick[fa:fb],
-            flow.series[fa:fb],
-            flow.side[fa:fb],
-            flow.size[fa:fb],
-            flow.informed[fa:fb],
-            flow.u[fa:fb],
-            flow.stale[fa:fb],
-        )
-        path_lp = LpRows(lp_rows.tick[k], lp_rows.amount)
-        path_listed = ListedOptions(listed.offsets[a : b + 1], listed.series, listed.first)
-        records = Records(
-            out.steps[a:b],
-            out.trades[fa:fb],
-            out.hedges[offsets[k, 0] : offsets[k + 1, 0]],
-            out.series[k],
-            out.closes[offsets[k, 1] : offsets[k + 1, 1]],
-            out.lp[offsets[k, 2] : offsets[k + 1, 2]],
-        )
-        state = new_state(path, ser, path_listed, path_lp, pool, hedging, lp_params)
-        ticks(
-            path,
-            ser,
-            surf,
-            path_flow,
-            path_listed,
-            path_lp,
-            pool,
-            pricing,
-            hedging,
-            slip,
-            lp_params,
-            flow_params,
-            vh,
-            lending_params,
-            mev_params,
-            records,
-            state,
-        )
-        # Index the array each time: numba frees an array after its last use, and a record
-        # view (account[0] held in a variable) does not keep it alive.
-        account = state.account
-        counts[k, 0] = account[0].n_hedges
-        counts[k, 1] = account[0].n_closes
-        counts[k, 2] = account[0].n_lp_events
