@@ -78,6 +78,12 @@ def test_one_tail_gives_both_sides_of_the_cdf(x):
     for y, n in ((x, up), (-x, down)):
         direct = 0.5 * math.erfc(-y / math.sqrt(2.0))
         assert abs(n - direct) <= 2 * math.ulp(direct)
+        assert n == bs.from_tail(y, bs.tail(y))  # the shortcut to 1.0 far out changes no bit
+
+
+def test_the_cdf_is_one_to_the_last_bit_before_its_shortcut():
+    assert all(1.0 - bs.tail(x) == 1.0 for x in np.linspace(8.3, 40.0, 2000))
+    assert 1.0 - bs.tail(8.0) < 1.0
 
 
 # --- identities -----------------------------------------------------------------------------
@@ -359,9 +365,9 @@ def test_bad_inputs_raise(name, args):
 
 
 def test_call_and_put_at_one_strike_share_their_terms_exactly():
-    """The kernel values the second series at a strike from the first one's d1, d2, tails and
-    kind-free greeks: every number equals a valuation of that series alone, in either order,
-    and equals the closed form at the series' vol."""
+    """While both kinds at a strike are held, the kernel values the second from the first one's
+    d1, d2, tails and kind-free greeks: every number equals a valuation of that series alone,
+    in either order, and equals the closed form at the series' vol."""
     from backtest.kernel.loop import new_book, new_terms
     from backtest.kernel.types import Impact, MarketPath, PricingParams, SeriesSpec, SurfaceGrid
     from backtest.kernel.valuation import NS_PER_YEAR, valued
@@ -387,15 +393,17 @@ def test_call_and_put_at_one_strike_share_their_terms_exactly():
     impact = Impact(np.array([0.01]), np.zeros(2), np.array([0.01]), np.array([0.05, -0.02]))
     fields = ("price", "delta", "gamma", "vega", "theta", "vanna", "volga", "sigma")
 
-    def value(order):
+    def value(order, held):
         book, terms = new_book(ser), new_terms(1, 2)
+        book.qty[:] = held  # a series shares its strike's terms while the other kind is held
         for i in order:
             valued(i, 0, mk, ser, surf, impact, terms, book, pricing)
         return {f: getattr(book, f).copy() for f in fields}
 
-    put_first, call_first = value([1, 0, 2]), value([0, 1, 2])
+    assert list(new_book(ser).sibling) == [1, 0, -1]
+    put_first, call_first = value([1, 0, 2], -1.0), value([0, 1, 2], -1.0)
     for i in range(3):
-        alone = value([i])
+        alone = value([i], 0.0)
         for f in fields:
             assert put_first[f][i] == call_first[f][i] == alone[f][i], (i, f)
     tau = week / NS_PER_YEAR

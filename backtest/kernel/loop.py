@@ -47,8 +47,14 @@ NO_VEGA_POLICY = VEGA_POLICY["none"]
 def new_book(ser):
     n_series = ser.strike.shape[0]
     log_strike = np.empty(n_series)
+    first_at = np.full(ser.strike_id.max() + 1 if n_series else 0, -1, np.int64)
+    sibling = np.full(n_series, -1, np.int64)
     for i in range(n_series):
         log_strike[i] = math.log(ser.strike[i])
+        n = ser.strike_id[i]
+        if first_at[n] >= 0:  # the other kind at this expiry and strike
+            sibling[i], sibling[first_at[n]] = first_at[n], i
+        first_at[n] = i
     return Book(
         np.zeros(n_series),
         np.zeros(n_series),
@@ -64,6 +70,7 @@ def new_book(ser):
         np.zeros((n_series, N_SCENARIOS)),
         np.zeros(N_SCENARIOS),
         log_strike,
+        sibling,
     )
 
 

@@ -484,6 +484,7 @@ class Book(NamedTuple):
     scen: np.ndarray  # [series, scenario] stressed prices (dynamic collateral)
     scen_pnl: np.ndarray  # book + hedge PnL per scenario
     log_strike: np.ndarray  # a valuation term that never changes
+    sibling: np.ndarray  # the series of the other kind at the same expiry and strike, or -1
 
 
 class SharedTerms(NamedTuple):
