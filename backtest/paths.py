@@ -9,33 +9,36 @@ so paths in threads still run in parallel.
 
 from __future__ import annotations
 
+import numpy as np
+
 from backtest.kernel.loop import new_state, ticks
-from backtest.kernel.types import FlowRows, ListedOptions, LpRows, MarketPath, Records
+from backtest.kernel.types import (
+    FlowRows,
+    ListedOptions,
+    LpRows,
+    MarketPath,
+    Params,
+    Records,
+    SeriesSpec,
+    SurfaceGrid,
+)
 
 
 def run_paths(
-    first,
-    last,
-    mk,
-    tick_offsets,
-    ser,
-    surf,
-    flow,
-    flow_offsets,
-    listed,
-    lp_rows,
-    pool,
-    pricing,
-    hedging,
-    slip,
-    lp_params,
-    flow_params,
-    vh,
-    lending_params,
-    mev_params,
-    out,
-    offsets,
-    counts,
+    first: int,
+    last: int,
+    mk: MarketPath,
+    tick_offsets: np.ndarray,
+    ser: SeriesSpec,
+    surf: SurfaceGrid,
+    flow: FlowRows,
+    flow_offsets: np.ndarray,
+    listed: ListedOptions,
+    lp_rows: LpRows,
+    params: Params,
+    out: Records,
+    offsets: np.ndarray,
+    counts: np.ndarray,
 ) -> None:
     """Paths first..last-1, each into its own slices of the records, and how many records of
     each kind each made into counts[k] (which may exceed the room: the caller then reruns with
@@ -63,25 +66,7 @@ def run_paths(
             out.closes[kinds[1]],
             out.lp[kinds[2]],
         )
-        state = new_state(path, ser, path_listed, path_lp, pool, hedging, lp_params)
-        ticks(
-            path,
-            ser,
-            surf,
-            path_flow,
-            path_listed,
-            path_lp,
-            pool,
-            pricing,
-            hedging,
-            slip,
-            lp_params,
-            flow_params,
-            vh,
-            lending_params,
-            mev_params,
-            records,
-            state,
-        )
+        state = new_state(path, ser, path_listed, path_lp, params.pool, params.hedge, params.lp)
+        ticks(path, ser, surf, path_flow, path_listed, path_lp, *params, records, state)
         account = state.account[0]
         counts[k] = (account["n_hedges"], account["n_closes"], account["n_lp_events"])

@@ -263,7 +263,7 @@ def simulate(batch: Batch) -> KernelOutput:
             fl.offsets,
             batch.listed,
             LpRows(*batch.lp_flows),
-            *batch.params,
+            batch.params,
             out,
             offsets,
             counts,
