@@ -364,10 +364,11 @@ def test_bad_inputs_raise(name, args):
 # --- the kernel's shared valuation ----------------------------------------------------------
 
 
-def test_call_and_put_at_one_strike_share_their_terms_exactly():
+@pytest.mark.parametrize("snap", [-1, 0], ids=["atm-and-smile", "surface"])
+def test_call_and_put_at_one_strike_share_their_terms_exactly(snap):
     """While both kinds at a strike are held, the kernel values the second from the first one's
-    d1, d2, tails and kind-free greeks: every number equals a valuation of that series alone,
-    in either order, and equals the closed form at the series' vol."""
+    vol, d1, d2, tails and kind-free greeks: every number equals a valuation of that series
+    alone, in either order, and equals the closed form at the series' vol."""
     from backtest.kernel.loop import new_book, new_terms
     from backtest.kernel.types import Impact, MarketPath, PricingParams, SeriesSpec, SurfaceGrid
     from backtest.kernel.valuation import NS_PER_YEAR, valued
@@ -376,7 +377,7 @@ def test_call_and_put_at_one_strike_share_their_terms_exactly():
     mk = MarketPath(
         np.array([0], np.int64),
         *(np.array([v]) for v in (2000.0, 0.6, 0.03, 0.0)),
-        np.array([-1]),
+        np.array([snap]),
         np.zeros(0),
         np.zeros(0),
         np.zeros(0, np.int64),
@@ -388,7 +389,9 @@ def test_call_and_put_at_one_strike_share_their_terms_exactly():
         np.zeros(3, np.int64),
         np.array([0, 0, 1]),
     )
-    surf = SurfaceGrid(np.zeros(1), np.zeros(1), np.zeros((1, 1, 1)))
+    ks = np.array([-0.2, 0.0, 0.2])
+    smile = 0.55 + 0.3 * ks**2
+    surf = SurfaceGrid(np.array([0.01, 0.1]), ks, np.stack([smile, smile + 0.05])[None])
     pricing = PricingParams(*([0.0] * 14))._replace(skew_slope=-0.2, smile_curvature=0.5)
     impact = Impact(np.array([0.01]), np.zeros(2), np.array([0.01]), np.array([0.05, -0.02]))
     fields = ("price", "delta", "gamma", "vega", "theta", "vanna", "volga", "sigma")

@@ -123,11 +123,16 @@ def value_series(i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, impact, terms
     e = ser.expiry_id[i]
     expiry_terms(terms, e, t, ser.expiry[i], now, s_t, r_t)
     tau, sqrt_tau, disc = terms.tau[e], terms.sqrt_tau[e], terms.disc[e]
-    move = impact.expiry_snap[e] + impact.strike_snap[ser.strike_id[i]]
-    vol = max(market_vol(i, snap, atm, ser, surf, terms, pricing) + move, MIN_VOL)
-    kind, strike = ser.kind[i], ser.strike[i]
+    n = ser.strike_id[i]
     sibling = book.sibling[i]
-    if sibling >= 0 and book.qty[sibling] != 0.0:  # the other kind is held: valued this tick
+    shared = sibling >= 0 and book.qty[sibling] != 0.0  # the other kind is held: valued this tick
+    if shared and terms.strike_at[n] == t:
+        vol = terms.vol[n]  # the other kind's: its market vol and impact depend on the strike only
+    else:
+        move = impact.expiry_snap[e] + impact.strike_snap[n]
+        vol = max(market_vol(i, snap, atm, ser, surf, terms, pricing) + move, MIN_VOL)
+    kind, strike = ser.kind[i], ser.strike[i]
+    if shared:
         price, delta, gamma, vega, theta, vanna, volga = shared_greeks(
             i, t, s_t, log_s, r_t, kind, strike, e, vol, ser, terms, book
         )
