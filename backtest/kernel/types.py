@@ -499,7 +499,7 @@ class SharedTerms(NamedTuple):
     disc: np.ndarray  # e^{-r tau}
     forward: np.ndarray  # S e^{r tau}
     strike_at: np.ndarray  # per (expiry, strike): tick the terms are for, -1 never
-    vol: np.ndarray  # the vol they are for
+    vol: np.ndarray  # the pair's vol this tick, which the second series of the pair reuses
     d1: np.ndarray
     d2: np.ndarray
     tail1: np.ndarray  # min(N(d1), N(-d1)), bs.tail

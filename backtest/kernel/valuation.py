@@ -73,13 +73,11 @@ def market_vol(i, snap, atm, ser, surf, terms, pricing):
 # inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
-def strike_terms(terms, n, t, s_t, log_s, log_strike, e, vol, r_t):
-    """Strike n's shared terms at `vol`, computed on the first series of n valued in tick t
-    (the call and the put there always see the same vol; the check keeps that an assumption
-    the cache never relies on)."""
-    if terms.strike_at[n] != t or terms.vol[n] != vol:
+def strike_terms(terms, n, t, s_t, log_s, log_strike, tau, sqrt_tau, vol, r_t):
+    """Strike n's shared terms at `vol`, computed on the first series of n valued in tick t."""
+    if terms.strike_at[n] != t:
         d1, d2, pdf, gamma, vega, vanna, volga = strike_greeks(
-            s_t, log_s, log_strike, terms.tau[e], terms.sqrt_tau[e], vol, r_t
+            s_t, log_s, log_strike, tau, sqrt_tau, vol, r_t
         )
         terms.d1[n] = d1
         terms.d2[n] = d2
@@ -97,14 +95,12 @@ def strike_terms(terms, n, t, s_t, log_s, log_strike, e, vol, r_t):
 # inline: runs per series-tick; with nothing inlined the kernel is 1.23x the greeks floor
 # instead of 1.04x (200k-tick board, bench)
 @njit(cache=True, inline="always")
-def shared_greeks(i, t, s_t, log_s, r_t, kind, strike, e, vol, ser, terms, book):
+def shared_greeks(i, t, s_t, log_s, r_t, kind, strike, n, tau, sqrt_tau, disc, vol, terms, book):
     """bs.greeks_from_terms of series i, to the same bits, from its strike's shared terms."""
-    tau, sqrt_tau, disc = terms.tau[e], terms.sqrt_tau[e], terms.disc[e]
     flat, price, delta, theta = flat_case(kind, s_t, strike, tau, vol * sqrt_tau, disc, r_t)
     if flat:
         return price, delta, 0.0, 0.0, theta, 0.0, 0.0
-    n = ser.strike_id[i]
-    strike_terms(terms, n, t, s_t, log_s, book.log_strike[i], e, vol, r_t)
+    strike_terms(terms, n, t, s_t, log_s, book.log_strike[i], tau, sqrt_tau, vol, r_t)
     d1, d2 = terms.d1[n], terms.d2[n]
     n1 = from_tail(kind * d1, terms.tail1[n])
     n2 = from_tail(kind * d2, terms.tail2[n])
@@ -134,7 +130,7 @@ def value_series(i, t, now, s_t, log_s, atm, r_t, snap, ser, surf, impact, terms
     kind, strike = ser.kind[i], ser.strike[i]
     if shared:
         price, delta, gamma, vega, theta, vanna, volga = shared_greeks(
-            i, t, s_t, log_s, r_t, kind, strike, e, vol, ser, terms, book
+            i, t, s_t, log_s, r_t, kind, strike, n, tau, sqrt_tau, disc, vol, terms, book
         )
     else:  # keeping the strike's terms would only cost stores
         price, delta, gamma, vega, theta, vanna, volga = greeks_from_terms(
