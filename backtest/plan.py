@@ -15,6 +15,7 @@ import polars as pl
 
 from backtest import threads
 from backtest.config import OracleConfig, Strategy, parse_duration
+from backtest.errors import InputError
 from backtest.inputs import streams
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import ALL_PATHS, align_flow, validate_flow
@@ -103,6 +104,21 @@ def oracle_for(cfg: OracleConfig, market: Market) -> np.ndarray:
     )
 
 
+def check_oracle(cfg: OracleConfig, market: Market) -> None:
+    """An oracle that never prints after its first price while the market moves (a lag longer
+    than the data, a deviation the market never reaches with no heartbeat) would have the pool
+    quote one price for the whole run: refused before anything runs."""
+    prints = oracle_for(cfg, market)
+    for k, pid in enumerate(market.path_ids if len(prints) else []):
+        ticks = market.path(k)
+        if np.ptp(prints[ticks]) == 0.0 and np.ptp(market.spot[ticks]) > 0.0:
+            raise InputError(
+                f"[oracle]: on path {pid} the oracle never prints after its first price while "
+                f"the market moves (lag {cfg.lag:g} h, deviation {cfg.deviation:g}, heartbeat "
+                f"{cfg.heartbeat:g} h): the pool would quote one price for the whole run"
+            )
+
+
 def synthetic_flow(strategy: Strategy, market: Market) -> pl.DataFrame:
     """One seeded, validated flow per path; in a multi-path market each path's seed derives from
     the strategy's seed and its path_id, so a path's flow (and its flow_row numbers) does not
@@ -141,6 +157,7 @@ class Plan:
     utilisation: pl.DataFrame | None = None  # [lending] utilisation from a file (None: process)
 
     def __post_init__(self) -> None:
+        check_oracle(self.strategy.oracle, self.market)
         self.params = params_from(self.strategy)
         self.surface = self.surface or no_surface()
         self.lp_flows = no_lp_flows() if self.lp_flows is None else self.lp_flows
@@ -159,6 +176,9 @@ class Plan:
         cfg = self.strategy.flow
         aligned = align_flow(flow, market, self.end_ns, cfg.seed, cfg.stale_fraction)
         aligned, listed = with_listed(aligned, market, self.strategy)
+        demand, pin = utilisation_for(
+            self.strategy.lending, market, self.utilisation, self.strategy.flow.seed
+        )
         return Batch(
             strategy=self.strategy,
             params=self.params,
@@ -171,9 +191,8 @@ class Plan:
             listed=listed,
             oracle=oracle_for(self.strategy.oracle, market),
             delays=hedge_delays(self.strategy.mev.random_delay, market, self.strategy.flow.seed),
-            utilisation=utilisation_for(
-                self.strategy.lending, market, self.utilisation, self.strategy.flow.seed
-            ),
+            utilisation=demand,
+            utilisation_pin=pin,
         )
 
     def batches(self, size: int = PATHS_PER_BATCH) -> Iterator[Batch]:

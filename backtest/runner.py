@@ -247,6 +247,7 @@ def simulate(batch: Batch) -> KernelOutput:
                 mkt.funding,
                 surf.snapshot_at(mkt.ts),
                 batch.utilisation,
+                batch.utilisation_pin,
                 batch.oracle,
                 batch.delays,
             ),

@@ -258,7 +258,7 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
             "impact_half_life": float(_pick(rng, 1.0, 24.0)),
             "cb_iv_move": float(_pick(rng, 0.0, 0.05, 0.1)),
             "cb_min_free": float(_pick(rng, 0.0, 0.0, 0.3)),
-            "cb_hours": float(_pick(rng, 0.0, 2.0, 6.0)),
+            "cb_hours": float(_pick(rng, 1.0, 2.0, 6.0)),
         },
         "hedge": {
             "policy": str(
@@ -319,7 +319,7 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
             "benchmark_apy": float(_pick(rng, -0.5, 0.05, 5.0)),
             "deposit_elasticity": float(_pick(rng, 0.0, 1.0, 50.0)),
             "withdrawal_elasticity": float(_pick(rng, 0.0, 1.0, 50.0)),
-            "yield_window_days": float(_pick(rng, 0.1, 0.5)),
+            "yield_window_days": float(_pick(rng, 1.0, 1.5)),
         }
     if rng.random() < 0.4:  # vega hedged with listed options, some of them expiring inside
         strategy["vega_hedge"] = {
@@ -355,10 +355,22 @@ def random_scenario(seed: int, *, expire_inside: bool = False) -> Scenario:
             "deviation": float(_pick(rng, 0.0, 0.005, 0.03)),
             "heartbeat": float(_pick(rng, 0.0, 1.0, 6.0)),
         }
+        # An oracle that never prints inside the run is refused: keep lag and heartbeat short
+        # against this market's span, and a heartbeat (deviation alone may never be reached).
+        hours = (market["ts"].max() - market["ts"].min()).total_seconds() / 3600
+        oracle = strategy["oracle"]
+        oracle["lag"] = min(oracle["lag"], hours / 3)
+        oracle["heartbeat"] = min(oracle["heartbeat"] or hours / 4, hours / 4)
         strategy["flow"] |= {
             "stale_fraction": float(_pick(rng, 0.0, 0.1, 0.3)),
             "stale_edge": float(_pick(rng, 0.0, 0.002, 0.01)),
         }
+    if rng.random() < 0.3:
+        # Traders sell the pool every put: a book long puts, hedged with long units beyond its
+        # short calls (units that cover nothing), the book two subtle bugs hid in.
+        flow = flow.with_columns(
+            side=pl.when(pl.col("kind") == "P").then(-1).otherwise(pl.col("side")).cast(pl.Int8)
+        )
     return Scenario(seed, strategy, market, flow, lp)
 
 

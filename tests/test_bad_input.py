@@ -180,6 +180,46 @@ STRATEGY_CASES = {
     "negative min hedge": ("[mev]\nmin_hedge_usd = -5\n", ["[mev] min_hedge_usd"]),
     "private fee of 100 %": ("[mev]\nprivate_fee_bps = 10000\n", ["[mev] private_fee_bps"]),
     "unknown mev key": ("[mev]\ndelay = 3\n", ["[mev] delay", "unknown key"]),
+    # Settings that would make a run meaningless, refused like bad input (issue: each once ran
+    # and printed nonsense: an unhedged "hedged" pool, an oracle frozen at its first price, a
+    # one-hour return annualised into a 149 % NAV jump in a day, ...).
+    "no hedge can fill under the fee": (
+        '[slippage]\nmodel = "cpmm"\nfee_bps = 30\n[mev]\nmodel = "sandwich"\n'
+        "max_slippage = 0.002\n",
+        ["[mev] max_slippage", "30 bp", "no hedge could ever fill"],
+    ),
+    "an oracle that never prints": (
+        '[oracle]\nmodel = "push"\nheartbeat = 0\ndeviation = 1.0\n',
+        ["[oracle] deviation", "never prints"],
+    ),
+    "an oracle whose lag outlasts the data": (
+        '[data]\nstart = "2022-07-01"\nend = "2022-07-03"\n[oracle]\nmodel = "push"\nlag = 200\n',
+        ["[oracle]", "never prints after its first price"],
+    ),
+    "yield window under a day": ("[lp]\nyield_window_days = 0.5\n", ["[lp] yield_window_days"]),
+    "withdrawal fee of 100 %": ("[lp]\nwithdrawal_fee = 1\n", ["[lp] withdrawal_fee"]),
+    "a run rule that withdraws nothing": (
+        "[lp]\nrun_drawdown = 0.05\n",
+        ["[lp] run_fraction", "withdraws nothing"],
+    ),
+    "squeeze days without a start": (
+        "[lending]\nshare = 0.5\nsqueeze_days = 3\n",
+        ["[lending] squeeze_days", "needs squeeze_start"],
+    ),
+    "a breaker that halts for 0 hours": (
+        "[pricing]\ncb_iv_move = 0.1\ncb_hours = 0\n",
+        ["[pricing] cb_hours"],
+    ),
+    "liquidation below the fill cap": (
+        '[pool]\ncollateral = "dynamic"\nmax_utilisation = 2\nliquidation_threshold = 1.5\n',
+        ["[pool] liquidation_threshold", "below max_utilisation"],
+    ),
+    "a sale at price 0": ("[slippage]\nbps = 10000\n", ["[slippage] bps"]),
+    "bad debt above 100 %": ("[lending]\nbad_debt_share = 1.5\n", ["[lending] bad_debt_share"]),
+    "supply cap of 0": (
+        "[lending]\nmax_supply_utilisation = 0\n",
+        ["[lending] max_supply_utilisation"],
+    ),
     "bad toml": ("[pool\n", ["not valid TOML"]),
     "bad interval": ('[hedge]\ninterval = "often"\n', ["[hedge] interval"]),
     "bad date": ('[data]\nstart = "yesterday"\n', ["[data] start"]),

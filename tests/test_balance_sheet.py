@@ -187,6 +187,7 @@ def stale_hedge_state(units: float, calls: float):
         *(np.array([v]) for v in (0, 2000.0, 0.6, 0.0, 0.0)),
         np.array([-1]),
         np.zeros(0),  # no lending
+        np.zeros(0),
         np.zeros(0),  # no oracle
         np.zeros(0, np.int64),  # no random hedge delay
     )

@@ -49,6 +49,8 @@ def with_lending(sc: Scenario) -> Scenario:
         "squeeze_start": start.isoformat(),
         "squeeze_days": span_days * float(_pick(rng, 0.0, 0.2, 0.5)),
         "squeeze_utilisation": float(_pick(rng, 0.99, 1.0)),
+        "bad_debt_share": float(_pick(rng, 0.0, 0.0, 0.3)),
+        "max_supply_utilisation": float(_pick(rng, 1.0, 0.9)),
     }
     strategy = {name: dict(keys) for name, keys in sc.strategy.items()} | {"lending": lending}
     return Scenario(sc.seed, strategy, sc.market, sc.flow, sc.lp)
@@ -88,6 +90,10 @@ def test_attribution_reconciles_every_tick_with_lending(seed):
     over = lent > np.maximum(free, 0.0) + atol
     assert steps["recall_blocked"].to_numpy()[over].all()
     assert (steps["lending_yield"] >= 0).all()
+    # Every mechanism has a payer: the pool's yield is a share of what the market's borrowers
+    # paid over the same time, never more; a credit loss only at a squeeze's end.
+    assert (steps["lending_yield"] <= steps["lending_borrow_interest"] + atol).all()
+    assert (steps["pnl_credit"] <= 0).all()
     # A row cut for locked collateral happened in a tick with lent cash stuck.
     cut = tables.trades.filter(pl.col("reject_reason") == "collateral_locked")
     if cut.height:

@@ -380,6 +380,7 @@ def test_call_and_put_at_one_strike_share_their_terms_exactly(snap):
         np.array([snap]),
         np.zeros(0),
         np.zeros(0),
+        np.zeros(0),
         np.zeros(0, np.int64),
     )
     ser = SeriesSpec(

@@ -77,7 +77,10 @@ def steps_frame(nav, hours, initial=None, **columns) -> pl.DataFrame:
             "pnl_theta": moves,
             "pnl_total": moves,
             "lp_flow": np.zeros(len(nav)),
-            **{c: np.zeros(len(nav)) for c in ("lent", "lent_locked", "lending_yield")},
+            **{
+                c: np.zeros(len(nav))
+                for c in ("lent", "lent_locked", "lending_yield", "lending_borrow_interest")
+            },
             "recall_blocked": np.zeros(len(nav), bool),
         }
     )
@@ -99,6 +102,7 @@ NO_TRADES = pl.DataFrame(
         "stale": pl.Boolean,
         "oracle_gap": pl.Float64,
         "fee": pl.Float64,
+        "impact": pl.Float64,
     }
 )
 NO_HEDGES = pl.DataFrame(
@@ -114,6 +118,9 @@ NO_HEDGES = pl.DataFrame(
         "fee": pl.Float64,
         "sandwiched": pl.Boolean,
         "attacker_pnl": pl.Float64,
+        "ts": UTC_NS,
+        "reason": pl.String,
+        "unfilled": pl.Float64,
     }
 )
 
@@ -250,25 +257,33 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
             "spot": [100.0] * 6 + [150.0],
             "fee_forgone": [0.0] * 6 + [0.7],
             # the second fill is a stale-quote trader's: 3.0 over the market, a fee of 0.25
+            # and 0.5 of impact paid for his own fill
             "stale": [False, True, False, False, False, False, False],
             "oracle_gap": [0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0],
             "fee": [0.5, 0.25, 1.0, 0.0, 0.0, 0.0, 0.0],
+            "impact": [0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0],
         }
     )
-    hedges = pl.DataFrame(  # two trades in the underlying, one listed option (a vega hedge)
+    hedges = pl.DataFrame(  # three trades in the underlying, one listed option (a vega hedge)
         {
-            "path_id": [0, 0, 0],
-            "qty": [2.0, -3.0, -7.0],
-            "spot": [100.0, 200.0, 150.0],
-            "slippage_cost": [0.1, 0.3, 2.0],
-            "gas_cost": [0.05, 0.05, 0.0],
-            "mev_cost": [0.0, 0.3, 0.0],
-            "instrument": ["spot", "spot", "option"],
-            "vega": [0.0, 0.0, -350.0],
-            "fee": [0.0, 0.0, 0.5],
-            "sandwiched": [False, True, False],  # the second trade's mev_cost: a sandwich
-            "attacker_pnl": [0.0, 0.2, 0.0],
-        }
+            "path_id": [0, 0, 0, 0],
+            "qty": [2.0, -3.0, -7.0, 0.0],
+            "spot": [100.0, 200.0, 150.0, 0.0],
+            "slippage_cost": [0.1, 0.3, 2.0, 0.0],
+            "gas_cost": [0.05, 0.05, 0.0, 0.0],
+            "mev_cost": [0.0, 0.3, 0.0, 0.0],
+            "instrument": ["spot", "spot", "option", "spot"],
+            "vega": [0.0, 0.0, -350.0, 0.0],
+            "fee": [0.0, 0.0, 0.5, 0.0],
+            "sandwiched": [False, True, False, False],  # the second's mev_cost: a sandwich
+            "attacker_pnl": [0.0, 0.2, 0.0, 0.0],
+            # the first was cut 1.5 units short at 00:00, open until the next tick at 01:00;
+            # a withdrawal's unwind cut too (not the policy's delta left open)
+            "ts": [T0, T0 + HOUR, T0 + HOUR, T0 + 2 * HOUR],
+            "reason": ["threshold", "threshold", "vega_band", "withdrawal"],
+            "unfilled": [-1.5, 0.0, 0.0, 4.0],
+        },
+        schema_overrides={"ts": UTC_NS},
     )
     row = summarise_one(steps, trades, hedges)
     assert row["gamma_theta_ratio"] == pytest.approx(0.6)
@@ -281,7 +296,7 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     assert row["notional_lost_to_reference"] == pytest.approx(300.0)
     assert row["fees_forgone"] == pytest.approx(0.7)
     assert row["volume"] == pytest.approx(4.0)
-    assert (row["n_hedges"], row["hedge_volume"]) == (2, pytest.approx(5.0))
+    assert (row["n_hedges"], row["hedge_volume"]) == (3, pytest.approx(5.0))
     assert row["hedge_notional"] == pytest.approx(800.0)
     assert row["hedge_cost"] == pytest.approx(0.8)
     assert row["hedge_slippage"] == pytest.approx(0.4) and row["hedge_mev"] == pytest.approx(0.3)
@@ -289,7 +304,8 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     assert row["hedge_cost_bps"] == pytest.approx(10.0)
     assert (row["n_vega_hedges"], row["vega_hedged"]) == (1, pytest.approx(350.0))
     assert row["vega_hedge_cost"] == pytest.approx(2.5)
-    assert row["n_stale_trades"] == 1 and row["oracle_arb_pnl"] == pytest.approx(2.75)
+    assert row["n_stale_trades"] == 1 and row["oracle_arb_pnl"] == pytest.approx(2.25)
+    assert row["unfilled_delta_days"] == pytest.approx(1.5 / 24.0)
     # Vega taken: |filled x vega| = 10 + 40 + 5, against fees of 10 in the steps.
     assert row["vega_taken"] == pytest.approx(55.0)
     assert row["fees_vega"] == pytest.approx(1.5)

@@ -78,7 +78,7 @@ def test_a_pool_that_lags_the_benchmark_sees_requests_and_no_deposits():
 
 def test_elasticities_zero_is_the_engine_without_the_rule():
     sc = random_scenario(5)
-    off = {"benchmark_apy": 0.5, "yield_window_days": 0.01}
+    off = {"benchmark_apy": 0.5, "yield_window_days": 1.0}
     base, _ = simulate_frames(sc.strategy, sc.market, sc.flow, lp_flows=sc.lp)
     strategy = sc.strategy | {"lp": sc.strategy["lp"] | off}
     tables, _ = simulate_frames(strategy, sc.market, sc.flow, lp_flows=sc.lp)

@@ -31,6 +31,7 @@ class Batch:
     aligned: AlignedFlow
     lp_flows: tuple[np.ndarray, np.ndarray]  # (tick per path and row, amount)
     listed: ListedOptions  # what a vega hedge may trade; its series follow the flow's
-    utilisation: np.ndarray  # the money market's, per tick (empty while lending is off)
     oracle: np.ndarray  # the oracle's price per tick (empty without an oracle)
     delays: np.ndarray  # a hedge's random delay in ticks, per tick (empty without one)
+    utilisation: np.ndarray  # the money market's borrow demand per tick (empty: lending off)
+    utilisation_pin: np.ndarray  # a squeeze's pinned utilisation per tick (NaN: none)

@@ -1,9 +1,11 @@
-"""The money market's utilisation per tick, for lent collateral ([lending], docs/design.md).
+"""The money market's borrow demand per tick, for lent collateral ([lending], docs/design.md).
 
-Either a Parquet of (ts, utilisation in [0, 1]), each tick taking the latest row at or before
-it, or "process": a seeded mean-reverting process in logit space, one draw stream per path
-(`streams.UTILISATION`), with an optional scripted squeeze (the
-utilisation pinned at squeeze_utilisation for squeeze_days from squeeze_start).
+The demand is a utilisation in [0, 1] of the market without the pool (its other suppliers'
+market_usd); the kernel adds the pool's own supply. Either a Parquet of (ts, utilisation),
+each tick taking the latest row at or before it, or "process": a seeded mean-reverting process
+in logit space, one draw stream per path (`streams.UTILISATION`). Either may have a scripted
+squeeze: the whole market's utilisation, the pool's supply included, pinned at
+squeeze_utilisation for squeeze_days from squeeze_start.
 """
 
 from __future__ import annotations
@@ -77,8 +79,7 @@ def aligned(frame: pl.DataFrame, market: Market) -> np.ndarray:
 def process(ts: np.ndarray, cfg: LendingConfig, seed: int, path_id: int) -> np.ndarray:
     """One path's utilisation: x = logit(u) reverts to logit(util_mean) at util_reversion per
     day with util_vol per sqrt(day) (Ornstein-Uhlenbeck, sampled exactly on the ticks), from
-    x = logit(util_mean) at the first tick; then the squeeze window, if any, set to
-    squeeze_utilisation."""
+    x = logit(util_mean) at the first tick."""
     rng = streams.path_rng(seed, path_id, streams.UTILISATION)
     n = len(ts)
     z = rng.standard_normal(n)
@@ -94,27 +95,34 @@ def process(ts: np.ndarray, cfg: LendingConfig, seed: int, path_id: int) -> np.n
     x[0] = mean
     for k in range(1, n):
         x[k] = mean + (x[k - 1] - mean) * decay[k - 1] + sd[k - 1] * z[k]
-    u = 1.0 / (1.0 + np.exp(-x))
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def squeeze_pin(ts: np.ndarray, cfg: LendingConfig) -> np.ndarray:
+    """Per tick, the utilisation a squeeze pins the whole market at, or NaN outside one."""
+    pin = np.full(len(ts), np.nan)
     if cfg.squeeze_start is not None and cfg.squeeze_days > 0.0:
         start = parse_time(cfg.squeeze_start)
         begin = int(start.timestamp()) * 1_000_000_000 + start.microsecond * 1_000
         end = begin + int(cfg.squeeze_days * NS_PER_DAY)
-        u = np.where((ts >= begin) & (ts < end), cfg.squeeze_utilisation, u)
-    return u
+        pin[(ts >= begin) & (ts < end)] = cfg.squeeze_utilisation
+    return pin
 
 
 def utilisation_for(
     cfg: LendingConfig, market: Market, frame: pl.DataFrame | None, seed: int
-) -> np.ndarray:
-    """The utilisation at every tick of the market's paths, back to back; empty while lending
-    is off (the kernel then never reads it)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(borrow demand, squeeze pin) at every tick of the market's paths, back to back; both
+    empty while lending is off (the kernel then never reads them)."""
     if cfg.share == 0.0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     if frame is not None:
-        return aligned(frame, market)
-    return np.concatenate(
-        [
-            process(market.ts[market.path(k)], cfg, seed, int(pid))
-            for k, pid in enumerate(market.path_ids)
-        ]
-    )
+        demand = aligned(frame, market)
+    else:
+        demand = np.concatenate(
+            [
+                process(market.ts[market.path(k)], cfg, seed, int(pid))
+                for k, pid in enumerate(market.path_ids)
+            ]
+        )
+    return demand, squeeze_pin(market.ts, cfg)

@@ -189,6 +189,18 @@ def gap(acct, pool):
     return lack if lack > TOL * max(abs(acct.nav), 1.0) else 0.0
 
 
+@njit(cache=True)
+def reported_gap(acct, pool):
+    """The gap a tick records: `gap`, and with full collateral the locked cash beyond the cash
+    in hand (cash less what is lent out): collateral the money market has not repaid backs
+    nothing until it does."""
+    lack = gap(acct, pool)
+    if pool.collateral == DYNAMIC:
+        return lack
+    beyond = acct.locked_cash - (acct.cash - acct.lent)
+    return max(lack, beyond) if beyond > TOL * max(abs(acct.nav), 1.0) else lack
+
+
 # --- trades -----------------------------------------------------------------------------------
 
 
@@ -378,13 +390,30 @@ def close_option(t, mk, ser, book, acct, row, records, i, x, reason, pool, hedge
 
 
 @njit(cache=True)
+def trade_fills(t, mk, book, acct, row, hedges, order, reason, pool, hedge, slip, mev):
+    """Trade `order` units in as many fills as the venue needs (a slippage limit or a thin
+    reserve cuts each), up to MAX_HEDGE_FILLS; returns what filled. A forced trade (an unwind,
+    a re-hedge after forced closes) must not stop at the first fill's cut."""
+    start = acct.units
+    target = start + order  # exactly 0.0 for a whole unwind, so none is left from rounding
+    for _ in range(MAX_HEDGE_FILLS):
+        left = target - acct.units
+        if abs(left) <= DUST:
+            break
+        filled = trade_underlying(t, mk, left, reason, acct, row, hedges, hedge, slip, mev)
+        if filled == 0.0:
+            break
+        after_hedge(book, acct, filled, mk.spot[t], pool, hedge)
+    return acct.units - start
+
+
+@njit(cache=True)
 def unwind_hedge(t, mk, book, acct, row, records, x, reason, pool, hedge, slip, mev):
     """Trade x units of the hedge back towards zero through the slippage model."""
-    filled = trade_underlying(
-        t, mk, -math.copysign(x, acct.units), reason, acct, row, records.hedges, hedge, slip, mev
+    order = -math.copysign(x, acct.units)
+    return trade_fills(
+        t, mk, book, acct, row, records.hedges, order, reason, pool, hedge, slip, mev
     )
-    after_hedge(book, acct, filled, mk.spot[t], pool, hedge)
-    return filled
 
 
 @njit(cache=True)
@@ -535,11 +564,16 @@ def shrink(t, mk, ser, book, acct, row, records, reserve, cap, reason, pool, hed
             return
         dq = x if book.qty[best] < 0.0 else -x
         dunits = _paired_units(book, acct, best, dq, best_paired)
-        close_option(t, mk, ser, book, acct, row, records, best, x, reason, pool, hedge)
         if dunits != 0.0:
-            unwind_hedge(
+            # The hedge first, and the option only as far as the venue took its hedge: a
+            # covered call bought back without selling its unit leaves the pool net long.
+            filled = unwind_hedge(
                 t, mk, book, acct, row, records, abs(dunits), reason, pool, hedge, slip, mev
             )
+            x *= abs(filled) / abs(dunits)
+            if x <= DUST:
+                return
+        close_option(t, mk, ser, book, acct, row, records, best, x, reason, pool, hedge)
 
 
 @njit(cache=True)
@@ -564,16 +598,10 @@ def close_all(t, mk, ser, book, acct, row, records, reason, pool, hedge, slip, m
     while acct.n_live > 0:
         i = book.live[acct.n_live - 1]
         close_option(t, mk, ser, book, acct, row, records, i, abs(book.qty[i]), reason, pool, hedge)
-    for _ in range(MAX_HEDGE_FILLS):
-        if acct.units == 0.0:
-            return
-        if (
-            unwind_hedge(
-                t, mk, book, acct, row, records, abs(acct.units), reason, pool, hedge, slip, mev
-            )
-            == 0.0
-        ):
-            return
+    if acct.units != 0.0:
+        unwind_hedge(
+            t, mk, book, acct, row, records, abs(acct.units), reason, pool, hedge, slip, mev
+        )
 
 
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
@@ -585,6 +613,21 @@ def liquidate(t, mk, ser, book, acct, row, records, pool, hedge, slip, mev):
     if acct.nav > 0.0 and gap(acct, pool) > 0.0:
         cap = pool.max_utilisation
         shrink(t, mk, ser, book, acct, row, records, 0.0, cap, LIQUIDATION, pool, hedge, slip, mev)
+
+
+@njit(cache=True)
+def payable(acct, s_t, last, held, pool):
+    """The most an exit can pay now without breaking the collateral rule: the requirement
+    within exit_cap x the NAV left, and (full) free cash, less lent cash the market cannot repay
+    (`held`), covering it. The last LP's exit also leaves the value of what the venue could not
+    take (the hedge units still held) in the pool until it is sold: a leaver is paid what the
+    closes realised, never units the pool still holds."""
+    room = acct.nav - acct.requirement / exit_cap(pool)
+    if last:
+        room = min(room, acct.nav - abs(acct.units) * s_t)
+    if pool.collateral != DYNAMIC:
+        room = min(room, acct.cash - acct.locked_cash - held)
+    return room
 
 
 @njit(cache=True)

@@ -6,13 +6,14 @@ import math
 from numba import njit
 
 from backtest.kernel import collateral
+from backtest.kernel.book import DUST
 from backtest.kernel.instrument import trade_underlying
 from backtest.kernel.lending import stuck
 from backtest.kernel.slippage import proportional_cost
 from backtest.kernel.types import POLICY, REBALANCE
 
-EVERY_TRADE, THRESHOLD, PERIODIC, WHALLEY_WILMOTT = (
-    POLICY[k] for k in ("every_trade", "threshold", "periodic", "whalley_wilmott")
+NONE, EVERY_TRADE, THRESHOLD, PERIODIC, WHALLEY_WILMOTT = (
+    POLICY[k] for k in ("none", "every_trade", "threshold", "periodic", "whalley_wilmott")
 )
 TO_EDGE = REBALANCE["edge"]
 
@@ -115,3 +116,23 @@ def hedge_step(t, mk, pending, book, acct, row, hedges, pool, hedge, slip, mev):
     if order != 0.0:
         filled = trade_underlying(t, mk, order, reason, acct, row, hedges, hedge, slip, mev)
         collateral.after_hedge(book, acct, filled, s_t, pool, hedge)
+
+
+@njit(cache=True)
+def restore_delta(t, mk, book, acct, row, hedges, net_before, reason, pool, hedge, slip, mev):
+    """Closes the pool did not choose (a liquidation's, an LP exit's) must not leave the
+    stayers more exposed than the policy had them: whatever the policy (every one but "none",
+    which never holds a hedge), the net delta they added beyond |net_before| is re-hedged in
+    the same tick, through the venue and within the collateral rule (an exit's before its
+    payout, which then pays for it). A pool its last LP is leaving has no stayers."""
+    if hedge.policy == NONE or acct.shares <= 0.0 or acct.winding_down == 1:
+        return
+    net = acct.book_delta + acct.units
+    if abs(net) <= abs(net_before) + DUST:
+        return
+    order = math.copysign(abs(net_before), net) - net
+    order = collateral.hedge_room(order, t, mk, acct, pool, hedge, slip, mev, stuck(acct))
+    if order != 0.0:
+        collateral.trade_fills(
+            t, mk, book, acct, row, hedges, order, reason, pool, hedge, slip, mev
+        )

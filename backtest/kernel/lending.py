@@ -1,19 +1,28 @@
 """Lent collateral: free cash supplied to a money market (docs/design.md, "Lent collateral").
 
-The pool keeps `share` of its free cash supplied to a market whose utilisation u arrives per
-tick with the market data. The market pays a kinked rate (base_rate, slope1 up to the kink,
-slope2 beyond it) on its borrows; suppliers earn borrow rate x u x (1 - reserve_factor). Lent
-cash stays part of `cash` (the pool owns it: NAV counts it); `lent` says which part of it is in
-the market. The market repays at most recall_share x market_usd x (1 - u) in a tick (its free
-liquidity, as much of it as the pool can take); what lies beyond that is stuck for the tick:
+The pool keeps `share` of its free cash supplied to a market whose borrowers' demand arrives
+per tick with the market data, as a share u of the other suppliers' money (market_usd). The
+pool's own supply L is part of the market: its utilisation is u' = u market_usd /
+(market_usd + L), or the value a scripted squeeze pins it at, and the kinked rate (base_rate,
+slope1 up to the kink, slope2 beyond it) follows u'. Borrowers pay borrow rate x u' x the
+market's supply; suppliers share it pro rata, less the reserve's cut, so the pool never earns
+more than the market's borrowers pay. Lent cash stays part of `cash` (the pool owns it: NAV
+counts it); `lent` says which part of it is in the market. The market repays at most
+recall_share x its free liquidity (market_usd + L) x (1 - u') in a tick; what lies beyond that
+is stuck for the tick:
 - a flow trade may not draw free cash below the stuck amount (the rest of the row is
   rejected, `collateral_locked`); a full-collateral hedge is cut at it;
 - a due withdrawal that free cash less the stuck amount cannot pay waits in the queue (the
   last LP's, which takes every dollar, waits until nothing is stuck);
 - at the end of the tick the pool recalls what its free cash no longer covers (everything it
-  can, while an LP waits) and supplies more up to share x free cash.
+  can, while an LP waits) and supplies more up to share x free cash, but adds nothing while
+  u' is at or above max_supply_utilisation (a frozen market takes deposits it cannot repay).
+When a squeeze ends, bad_debt_share of the lent cash is written off (`pnl_credit`): the
+borrowers' defaults, socialised to the suppliers.
 With share = 0 nothing here runs and nothing else changes.
 """
+
+import math
 
 from numba import njit
 
@@ -47,6 +56,16 @@ def supply_rate(u, lending):
 
 
 @njit(cache=True)
+def market_utilisation(t, mk, lent, lending):
+    """The market's utilisation at tick t with `lent` of the pool's money in it: the borrowers'
+    demand (util, a share of market_usd) over all the supply, or the squeeze's pinned value."""
+    pin = mk.util_pin[t]
+    if not math.isnan(pin):
+        return pin
+    return min(mk.util[t] * lending.market_usd / (lending.market_usd + lent), 1.0)
+
+
+@njit(cache=True)
 def stuck(acct):
     """Lent cash the market cannot repay this tick (0 with lending off)."""
     return max(acct.lent - acct.recall_room, 0.0)
@@ -55,28 +74,40 @@ def stuck(acct):
 # inline: a step of the tick (see carry.fund)
 @njit(cache=True, inline="always")
 def accrue(t, mk, acct, row, lending):
-    """Over (t-1, t]: the cash lent at t-1 earns the supply rate of t-1, and stays lent (the
-    market's balance grows, as a supply token's does): cash and pnl_interest take it."""
+    """Over (t-1, t]: the cash lent at t-1 earns the supply rate of the market's utilisation
+    at t-1 with it, and stays lent (the market's balance grows, as a supply token's does):
+    cash and pnl_interest take it. What all the market's borrowers paid over the same time is
+    lending_borrow_interest. A squeeze that ended at t writes off bad_debt_share of the lent
+    cash (pnl_credit)."""
     if lending.share == 0.0:
         return
     dt = (mk.ts[t] - mk.ts[t - 1]) / NS_PER_YEAR
-    earned = acct.lent * supply_rate(mk.util[t - 1], lending) * dt
+    u = market_utilisation(t - 1, mk, acct.lent, lending)
+    rate = borrow_rate(u, lending)
+    earned = acct.lent * rate * u * (1.0 - lending.reserve_factor) * dt
+    row.lending_borrow_interest = rate * u * (lending.market_usd + acct.lent) * dt
     acct.lent += earned
     acct.cash += earned
     row.pnl_interest += earned
     row.lending_yield = earned
+    if not math.isnan(mk.util_pin[t - 1]) and math.isnan(mk.util_pin[t]):
+        loss = lending.bad_debt_share * acct.lent
+        acct.lent -= loss
+        acct.cash -= loss
+        row.pnl_credit -= loss
 
 
 # inline: a step of the tick (see carry.fund)
 @njit(cache=True, inline="always")
 def open_tick(t, mk, acct, lending):
-    """What the market can repay the pool this tick: its free liquidity market_usd x (1 - u),
-    of which the pool can take recall_share."""
+    """What the market can repay the pool this tick: its free liquidity, (market_usd + lent)
+    x (1 - u'), of which the pool can take recall_share."""
     acct.recall_blocked = 0
     acct.lp_waiting = 0
     if lending.share == 0.0:
         return
-    acct.recall_room = lending.recall_share * lending.market_usd * (1.0 - mk.util[t])
+    u = market_utilisation(t, mk, acct.lent, lending)
+    acct.recall_room = lending.recall_share * (lending.market_usd + acct.lent) * (1.0 - u)
 
 
 @njit(cache=True)
@@ -139,7 +170,8 @@ def can_pay(acct, wanted, last, lp):
 def rebalance(t, mk, acct, row, lending):
     """End of the tick: recall what free cash no longer covers (or everything the market can
     repay while an LP waits, or the pool is empty or insolvent), or supply more, up to share x
-    free cash; then the tick's lending record."""
+    free cash, while the market's utilisation is under max_supply_utilisation; then the
+    tick's lending record."""
     if lending.share == 0.0:
         return
     free = acct.cash - acct.locked_cash
@@ -151,7 +183,10 @@ def rebalance(t, mk, acct, row, lending):
         back = min(acct.lent - target, max(acct.recall_room, 0.0))
         acct.lent -= back
         acct.recall_room -= back
-    elif acct.lent < target:
+    elif (
+        acct.lent < target
+        and market_utilisation(t, mk, acct.lent, lending) < lending.max_supply_utilisation
+    ):
         # Freshly supplied cash is the market's free liquidity until someone borrows it.
         acct.recall_room += target - acct.lent
         acct.lent = target
@@ -159,6 +194,7 @@ def rebalance(t, mk, acct, row, lending):
         acct.recall_blocked = 1
     row.lent = acct.lent
     row.lent_locked = stuck(acct)
-    row.lending_utilisation = mk.util[t]
-    row.lending_rate = supply_rate(mk.util[t], lending)
+    u = market_utilisation(t, mk, acct.lent, lending)
+    row.lending_utilisation = u
+    row.lending_rate = supply_rate(u, lending)
     row.recall_blocked = acct.recall_blocked

@@ -28,6 +28,7 @@ from backtest.kernel.record import record
 from backtest.kernel.trade import circuit_breaker, trade
 from backtest.kernel.types import (
     ACCOUNT_DTYPE,
+    LIQUIDATION,
     N_SCENARIOS,
     POLICY,
     VEGA_POLICY,
@@ -143,7 +144,11 @@ def ticks(
             )
         if hedging.policy != NO_POLICY:
             hedge.hedge_step(t, mk, pending, bk, acct, row, out.hedges, pool, hedging, slip, mev)
+        net = acct.book_delta + acct.units
         collateral.liquidate(t, mk, ser, bk, acct, row, out, pool, hedging, slip, mev)
+        hedge.restore_delta(
+            t, mk, bk, acct, row, out.hedges, net, LIQUIDATION, pool, hedging, slip, mev
+        )
         lp.lp_step(
             t, mk, ser, lp_rows, queue, bk, acct, row, out, pool, hedging, slip, mev, lp_params
         )

@@ -2,8 +2,11 @@
 
 An exit is fair to the LPs who stay: a withdrawal is paid at the NAV per share after the cost of
 the closes it forces (collateral.shrink, greedy: least closing first), so the leaver bears that
-cost; the withdrawal fee stays with the LPs who remain. The last LP out closes every position
-and takes what is left (no fee: nobody stays to keep it), leaving NAV 0. An emptied pool
+cost; the withdrawal fee stays with the LPs who remain. A leaver is paid only what the closes
+realised (collateral.payable): what the venue could not take this tick waits at the head of
+the queue. The last LP out closes every position and takes what is left (no fee: nobody stays
+to keep it), leaving NAV 0; while the venue still holds part of the unwind the pool is winding
+down and takes no flow. An emptied pool
 restarts at 1.0 a share on the next deposit; a pool with negative equity takes no deposits and
 pays no withdrawals. If closing the book costs more than the pool is worth, the last LP gets
 nothing and the rest is bad debt. Every event is an `lp` record.
@@ -17,8 +20,9 @@ import math
 import numpy as np
 from numba import njit
 
-from backtest.kernel.collateral import close_all, exit_cap, shrink
-from backtest.kernel.lending import can_pay
+from backtest.kernel.collateral import close_all, exit_cap, payable, shrink
+from backtest.kernel.hedge import restore_delta
+from backtest.kernel.lending import can_pay, stuck
 from backtest.kernel.types import LP_DEPOSIT, LP_REJECTED, LP_REQUEST, LP_WITHDRAWAL, WITHDRAWAL
 from backtest.kernel.valuation import NS_PER_YEAR
 
@@ -83,37 +87,60 @@ def request(acct, queue, records, now, shares, nav_per_share, lp, driven):
 @njit(cache=True)
 def pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, mev, lp):
     """Pay out `wanted` shares (all there are, at most) at NAV per share after the unwind;
-    `waited`: it waited for lent cash (lending.can_pay)."""
+    `waited`: it waited before (for lent cash, lending.can_pay, or for the venue). Returns the
+    shares still to pay: what the closes could not realise this tick (collateral.payable)
+    waits at the head of the queue, so the leaver is paid only what the closes realised and
+    the stayers' NAV per share does not move; an emptied pool has no positions and no cash."""
     now = mk.ts[t]
     shares = min(wanted, acct.shares)
     if shares <= 0.0:
-        return
+        return 0.0
     nav_per_share = acct.nav / acct.shares
     if acct.nav <= 0.0:
         record_lp(
             records.lp, acct, now, LP_REJECTED, 0.0, -shares, nav_per_share, 0.0, 0.0, FLOW, waited
         )
-        return
+        return 0.0
     nav_before = acct.nav
-    if shares >= acct.shares * (1.0 - LAST):
+    last = shares >= acct.shares * (1.0 - LAST)
+    if last:
         shares = acct.shares
         close_all(t, mk, ser, book, acct, row, records, WITHDRAWAL, pool, hedge, slip, mev)
-        fee = 0.0
-        payout = max(acct.nav, 0.0)
+        fee_rate = 0.0
+        net = max(acct.nav, 0.0)
     else:
         value = shares * nav_per_share
         reserve = value * (1.0 - lp.withdrawal_fee)
         cap = exit_cap(pool)
+        net_delta = acct.book_delta + acct.units
         shrink(
             t, mk, ser, book, acct, row, records, reserve, cap, WITHDRAWAL, pool, hedge, slip, mev
+        )
+        # The stayers re-hedged before the leaver is paid: the leaver pays for it, and it may
+        # use the cash the payout would have taken (the rest of the payout then waits).
+        restore_delta(
+            t, mk, book, acct, row, records.hedges, net_delta, WITHDRAWAL, pool, hedge, slip, mev
         )
         # What the closes cost the leaver: never a gain (a hedge sold back into a venue that
         # still remembers the pool's earlier buys earns back costs every LP bore: it stays).
         net = max(value - max(nav_before - acct.nav, 0.0), 0.0)
-        fee = net * lp.withdrawal_fee
-        payout = net - fee
+        fee_rate = lp.withdrawal_fee
     unwind_cost = nav_before - acct.nav
-    acct.shares -= shares
+    payout = net * (1.0 - fee_rate)
+    room = payable(acct, mk.spot[t], last, stuck(acct), pool)
+    burned, fee = shares, net * fee_rate
+    if payout > room + ROUNDING * nav_before:
+        # Part of the claim is not cash yet: pay what is, burn the shares that covers (with
+        # the fee on it and, for a partial exit, the whole unwind cost), the rest waits.
+        payout = max(room, 0.0)
+        fee = payout * fee_rate / (1.0 - fee_rate)  # withdrawal_fee < 1 (config)
+        if last:
+            burned = shares * payout / acct.nav if acct.nav > 0.0 else 0.0
+        else:
+            burned = shares * min((payout + fee + max(unwind_cost, 0.0)) / value, 1.0)
+    if burned <= 0.0 and payout <= 0.0:
+        return wanted  # nothing realised: the request waits whole
+    acct.shares -= burned
     acct.cash -= payout
     acct.nav -= payout
     acct.lp_flow -= payout
@@ -128,13 +155,14 @@ def pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip,
         now,
         LP_WITHDRAWAL,
         -payout,
-        -shares,
+        -burned,
         nav_per_share,
         unwind_cost,
         fee,
         FLOW,
         waited,
     )
+    return wanted - burned if burned < shares else 0.0
 
 
 @njit(cache=True)
@@ -193,6 +221,7 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
     """This tick's deposits and withdrawal requests, the run rule, then the withdrawals due."""
     now = mk.ts[t]
     acct.lp_flow = 0.0
+    acct.winding_down = 0
     n_rows = lp_rows.tick.shape[0]
     while acct.lp_at < n_rows and lp_rows.tick[acct.lp_at] < t:  # rows before the window
         acct.lp_at += 1
@@ -227,7 +256,13 @@ def lp_step(t, mk, ser, lp_rows, queue, book, acct, row, records, pool, hedge, s
                 queue.waited[k] = 1
                 k += 1
             acct.lp_waiting = 1
+            acct.winding_down = 1 if wanted >= acct.shares * (1.0 - LAST) else 0
             return
         waited = queue.waited[acct.wq_head]
+        left = pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, mev, lp)
+        if left > 0.0:  # the closes could not realise it all: the rest waits, and those behind
+            queue.shares[acct.wq_head] = left
+            queue.waited[acct.wq_head] = 1
+            acct.winding_down = 1 if left >= acct.shares * (1.0 - LAST) else 0
+            return
         acct.wq_head += 1
-        pay(t, mk, ser, book, acct, row, records, wanted, waited, pool, hedge, slip, mev, lp)

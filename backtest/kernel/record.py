@@ -5,7 +5,7 @@ import math
 
 from numba import njit
 
-from backtest.kernel.collateral import gap, leverage
+from backtest.kernel.collateral import leverage, reported_gap
 
 
 # inline: a step of the tick; with nothing inlined the kernel is 1.23x the greeks floor
@@ -29,7 +29,7 @@ def record(t, mk, acct, row, pool, hedge):
     row.utilisation = acct.requirement / nav if nav > 0.0 else math.inf
     row.free_cash = acct.cash - acct.locked_cash
     row.leverage = leverage(acct, mk.spot[t], hedge)
-    row.collateral_gap = gap(acct, pool)
+    row.collateral_gap = reported_gap(acct, pool)
     row.pnl_total = (
         row.pnl_delta
         + row.pnl_gamma
@@ -46,6 +46,7 @@ def record(t, mk, acct, row, pool, hedge):
         + row.pnl_liquidation
         + row.pnl_vega_hedge_cost
         + row.pnl_oracle
+        + row.pnl_credit
     )
     row.lp_flow = acct.lp_flow
     row.shares = acct.shares

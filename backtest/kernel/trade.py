@@ -23,6 +23,7 @@ from backtest.kernel.types import (
     REJECT_PRICE,
     REJECT_UTILISATION,
     REJECT_VEGA_LIMIT,
+    REJECT_WINDING_DOWN,
 )
 from backtest.kernel.valuation import fill_price, price_at, valued
 from backtest.kernel.vega import vega_room
@@ -123,6 +124,8 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
             rec.reject_reason = REJECT_NO_EDGE
         elif acct.insolvent == 1:
             rec.reject_reason = REJECT_INSOLVENT
+        elif acct.winding_down == 1:
+            rec.reject_reason = REJECT_WINDING_DOWN
         elif acct.halted == 1:
             rec.reject_reason = REJECT_HALTED
         elif collateral.over_leverage(acct, s_t, pool, hedge):
@@ -153,6 +156,12 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
         )
         rec.iv = vol
         rec.mark = quoted
+        moved = side * filled * (paid - mark)
+        gap = side * filled * (paid - quoted)  # 0.0 without an oracle
+        if stale and gap - fee - moved <= 0.0:  # the oracle's gap does not pay his costs
+            rec.reject_reason = REJECT_NO_EDGE
+            rec.filled = 0.0
+            continue
         if fp.elasticity > 0.0 and not flow.informed[fi] and not stale:
             ref = reference_price(i, side, s_t, r_t, atm, snap, ser, surf, terms, book, pricing, fp)
             p = acceptance(premium / filled - side * ref, book.vega[i], fp.elasticity)
@@ -164,8 +173,6 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
                 rec.fee_forgone = fee
                 continue
         dq = direction * filled
-        moved = side * filled * (paid - mark)
-        gap = side * filled * (paid - quoted)  # 0.0 without an oracle
         acct.cash += premium
         collateral.trade_position(book, acct, ser, i, dq, s_t, pool, hedge)
         acct.nav += fee + moved

@@ -36,6 +36,7 @@ REJECT_REASONS = (
     "vega_limit",
     "collateral_locked",
     "no_edge",  # a stale-quote trader's row when the oracle is not off the market by his edge
+    "winding_down",  # the last LP is leaving and the venue has not yet taken the whole unwind
 )
 (
     REJECT_NONE,
@@ -47,7 +48,8 @@ REJECT_REASONS = (
     REJECT_VEGA_LIMIT,
     REJECT_COLLATERAL_LOCKED,
     REJECT_NO_EDGE,
-) = range(9)
+    REJECT_WINDING_DOWN,
+) = range(10)
 
 # Codes handed to kernel functions as arguments are np.int64, not int: numba compiles a
 # function once per distinct int literal it is called with (shrink twice, record_lp four
@@ -87,6 +89,7 @@ PNL_COMPONENTS = (
     "pnl_liquidation",
     "pnl_vega_hedge_cost",  # added last, as the next: a run without it adds an exact 0.0
     "pnl_oracle",  # what fills priced on the oracle, not the market, gained (+) or lost (-)
+    "pnl_credit",  # lent cash written off when a money-market squeeze ends (<= 0)
 )
 # The option-book part of the attribution, kept per series as well.
 SERIES_COMPONENTS = PNL_COMPONENTS[:7]
@@ -135,6 +138,7 @@ STEP_DTYPE = np.dtype(
         ("lending_utilisation", np.float64),
         ("lending_rate", np.float64),
         ("lending_yield", np.float64),
+        ("lending_borrow_interest", np.float64),  # what all the market's borrowers paid
         ("recall_blocked", np.int8),
     ]
 )
@@ -271,6 +275,7 @@ ACCOUNT_DTYPE = np.dtype(
         ("recall_blocked", np.int64),  # the pool needed lent cash it could not recall
         ("lp_waiting", np.int64),  # a due withdrawal waits for lent cash
         ("venue_gap", np.float64),  # cpmm: ln(venue price / spot), what arbitrage has left
+        ("winding_down", np.int64),  # the last LP's exit waits for the venue: no new flow
     ]
 )
 
@@ -392,8 +397,10 @@ class LendingParams(NamedTuple):
     kink: float
     slope2: float
     reserve_factor: float
-    market_usd: float
+    market_usd: float  # the other suppliers' money: the market without the pool
     recall_share: float
+    max_supply_utilisation: float  # no new supply while the market's utilisation is this high
+    bad_debt_share: float  # of the lent cash, written off when a squeeze ends
 
 
 class Params(NamedTuple):
@@ -420,7 +427,8 @@ class MarketPath(NamedTuple):
     rate: np.ndarray
     funding: np.ndarray
     snap: np.ndarray
-    util: np.ndarray  # the money market's utilisation per tick (empty while lending is off)
+    util: np.ndarray  # the money market's borrow demand per tick, a share of market_usd
+    util_pin: np.ndarray  # a squeeze's pinned utilisation (NaN: none); both empty: lending off
     oracle: np.ndarray  # the price the pool quotes on, per tick (empty: the market's spot)
     delay: np.ndarray  # ticks a hedge decided at t waits beyond latency (empty: none)
 

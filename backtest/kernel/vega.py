@@ -114,7 +114,13 @@ def hedge_vega(
     counts at the expiry nearest its own); when the sum of their sizes passes band x NAV, each
     is traded back with its own expiry's option, all scaled to target x NAV in total."""
     lo, hi = listed.offsets[t], listed.offsets[t + 1]
-    if hi == lo or acct.shares <= 0.0 or acct.insolvent == 1 or acct.nav <= 0.0:
+    if (
+        hi == lo
+        or acct.shares <= 0.0
+        or acct.insolvent == 1
+        or acct.nav <= 0.0
+        or acct.winding_down
+    ):
         return
     now = mk.ts[t]
     unit = acct.nav / PER_VOL_POINT  # book vega of "1.0 x NAV"

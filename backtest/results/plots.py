@@ -47,6 +47,7 @@ COLOURS = dict(
             "#393b79",
             "#637939",
             "#e7ba52",
+            "#843c39",
         ),
         strict=True,
     )

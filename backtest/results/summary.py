@@ -80,6 +80,8 @@ def _step_metrics(steps: pl.DataFrame, initial: float) -> pl.DataFrame:
         # cash lent on average and at most, the most that could not be recalled, and the
         # ticks the pool needed lent cash it could not recall.
         lending_yield=pl.col("lending_yield").sum(),
+        # What all the money market's borrowers paid: the pool's yield is a share of it.
+        lending_borrow_interest=pl.col("lending_borrow_interest").sum(),
         mean_lent=pl.col("lent").mean(),
         max_lent=pl.col("lent").max(),
         max_lent_locked=pl.col("lent_locked").max(),
@@ -179,9 +181,12 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
         # Flow lost to the reference venue (count: n_rejected_price): spot notional, fees.
         notional_lost_to_reference=(size * pl.col("spot")).filter(reason == "price").sum(),
         fees_forgone=pl.col("fee_forgone").sum(),
-        # Stale-quote traders: fills, and what they made on the oracle's price net of fees.
+        # Stale-quote traders: fills, and what they made on the oracle's price net of what
+        # they paid (fees, and the impact of their own fills).
         n_stale_trades=(pl.col("stale") & (filled > 0)).sum(),
-        oracle_arb_pnl=(pl.col("oracle_gap") - pl.col("fee")).filter(pl.col("stale")).sum(),
+        oracle_arb_pnl=(pl.col("oracle_gap") - pl.col("fee") - pl.col("impact"))
+        .filter(pl.col("stale"))
+        .sum(),
     )
 
 
@@ -211,9 +216,38 @@ def _hedge_metrics(hedges: pl.DataFrame) -> pl.DataFrame:
 
 
 def _vega_hedge_pnl(series: pl.DataFrame) -> pl.DataFrame:
-    """What the listed options the vega hedge bought earned in greeks, before their cost."""
+    """What the listed options the vega hedge bought earned in greeks, before their cost, and
+    in three parts: their delta PnL (which the delta hedge offsets: the pool's net delta
+    includes them), their vol PnL (vega, vanna, volga: what the hedge is for) and the rest
+    (gamma, theta, residual: the variance premium they hand back)."""
+    listed = pl.col("listed")
     return series.group_by("path_id", maintain_order=True).agg(
-        pnl_vega_hedge=row_sum(*SERIES_COMPONENTS).filter(pl.col("listed")).sum()
+        pnl_vega_hedge=row_sum(*SERIES_COMPONENTS).filter(listed).sum(),
+        pnl_vega_hedge_delta=pl.col("pnl_delta").filter(listed).sum(),
+        pnl_vega_hedge_vol=row_sum("pnl_vega", "pnl_vanna", "pnl_volga").filter(listed).sum(),
+        pnl_vega_hedge_carry=row_sum("pnl_gamma", "pnl_theta", "pnl_residual").filter(listed).sum(),
+    )
+
+
+def _open_delta_metrics(steps: pl.DataFrame, hedges: pl.DataFrame) -> pl.DataFrame:
+    """How long the delta a venue or a price limit cut stayed open: each policy hedge's
+    unfilled part is open until the next tick (when the policy looks again), so the integral
+    is sum |unfilled| x the time to the next tick, in underlying x days; summing the unfilled
+    amounts alone would count the same open delta at every retry."""
+    next_tick = steps.select("path_id", "ts", until=ts.shift(-1).over("path_id") - ts)
+    cut = hedges.filter(
+        ~pl.col("reason").is_in(["liquidation", "withdrawal"]) & (pl.col("instrument") != "option")
+    )
+    return (
+        cut.join(next_tick, on=["path_id", "ts"], how="left")
+        .group_by("path_id", maintain_order=True)
+        .agg(
+            unfilled_delta_days=(
+                pl.col("unfilled").abs()
+                * pl.col("until").dt.total_seconds(fractional=True).fill_null(0.0)
+            ).sum()
+            / SECONDS_PER_DAY
+        )
     )
 
 
@@ -273,6 +307,10 @@ AMOUNTS = (
     "vega_hedged",
     "vega_hedge_cost",
     "pnl_vega_hedge",
+    "pnl_vega_hedge_delta",
+    "pnl_vega_hedge_vol",
+    "pnl_vega_hedge_carry",
+    "unfilled_delta_days",
     "attacker_pnl",
     "liquidation_volume",
     "lp_deposits",
@@ -367,6 +405,11 @@ COLUMNS = (
     "n_withdrawals_waited",
     "n_stale_trades",
     "oracle_arb_pnl",
+    "pnl_vega_hedge_delta",
+    "pnl_vega_hedge_vol",
+    "pnl_vega_hedge_carry",
+    "unfilled_delta_days",
+    "lending_borrow_interest",
 )
 
 
@@ -399,6 +442,7 @@ def summary_frame(
         .join(_liquidation_metrics(liquidations), on="path_id", how="left", maintain_order="left")
         .join(_lp_metrics(lp), on="path_id", how="left", maintain_order="left")
         .join(_vega_hedge_pnl(series), on="path_id", how="left", maintain_order="left")
+        .join(_open_delta_metrics(steps, hedges), on="path_id", how="left", maintain_order="left")
         .with_columns(
             pl.col(*COUNTS).fill_null(0).cast(pl.Int64),
             pl.col(*AMOUNTS).fill_null(0.0),
