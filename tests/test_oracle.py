@@ -115,6 +115,27 @@ def test_one_stale_quote_trade_by_hand():
     assert_reconciles(tables, summary)
 
 
+@pytest.mark.parametrize("collateral", ["full", "dynamic"])
+def test_the_fill_check_counts_what_a_stale_quote_costs_at_market_prices(collateral):
+    """Spot jumps 2000 -> 2600 at hour 1; the oracle still says 2000. A trader buys 2600 calls
+    the pool quotes at 2000: each costs the pool the gap to its market value. Before, the fill
+    was sized against NAV before that loss, so the pool ended above its 80 % cap (a never-
+    printing oracle took one to 94.9 %); now the cap holds on the NAV the fill leaves."""
+    pool = {"collateral": collateral, "max_utilisation": 0.8, "initial_capital": 1_000_000.0}
+    if collateral == "dynamic":
+        pool |= {"liquidation_threshold": 1.0}
+    strategy = stale_pool(pool=pool, flow={"stale_fraction": 0.0})
+    market = hourly_market([2000.0, 2600.0, 2600.0], IV)
+    flow = hourly_flow((1, 48, 2600, "C", 1, 5_000.0))
+    tables, summary = simulate_frames(strategy, market, flow)
+    row = tables.trades.row(0, named=True)
+    assert 0.0 < row["filled"] < 5_000.0 and row["reject_reason"] == "utilisation"
+    assert row["oracle_gap"] > 0.0  # the pool lost the gap
+    assert tables.steps["utilisation"][1] == pytest.approx(0.8, rel=1e-6)
+    assert tables.steps["utilisation"][1] <= 0.8 * (1 + 1e-9)
+    assert_reconciles(tables, summary)
+
+
 def test_the_pool_hedges_the_delta_it_measures_at_the_oracle():
     """Short 10 calls at hour 0; at hour 1 spot jumps to 2100 and the oracle still says 2000.
     Hedging every trade, the pool buys -(delta + gamma (oracle - spot)) of the book, not the

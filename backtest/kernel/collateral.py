@@ -221,10 +221,12 @@ def _locks_after(acct, kind, strike, q0, dq, mark, units, s_t, hedge):
 
 
 @njit(cache=True)
-def full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge, cash):
+def full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge, cash, loss):
     """Largest x in [0, size] that keeps both the requirement within max_utilisation x NAV and
     free cash at or above zero (or no worse than now, for a pool already beyond them), the
-    pool's cash taken as `cash` (acct.cash; less what it cannot recall from lending).
+    pool's cash taken as `cash` (acct.cash; less what it cannot recall from lending). `loss`:
+    what each contract costs the pool at market prices beyond its mark (a quote on a stale
+    oracle: the trader gets the gap, trade.trade): NAV and the cash received are that much less.
 
     Both are convex and piecewise linear in x, with kinks where the position crosses zero and
     where the short calls pass the long hedge units: evaluated at those points, the answer is
@@ -243,7 +245,9 @@ def full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge, cash):
             continue
         dq = direction * x
         req, locked = _locks_after(acct, kind, strike, q0, dq, mark, acct.units, s_t, hedge)
-        r, f = req - cap, locked - (cash - dq * mark)  # fees aside: they only add cash
+        # fees aside: they only add cash
+        r = req - cap + pool.max_utilisation * x * loss
+        f = locked - (cash - dq * mark - x * loss)
         for g, g0 in ((r, prev_r), (f, prev_f)):
             if g > bound * (1.0 + 1e-12) + 1e-9:
                 best = min(best, prev_x + (bound - g0) * (x - prev_x) / (g - g0))
@@ -254,7 +258,15 @@ def full_fill(acct, book, ser, i, direction, size, s_t, pool, hedge, cash):
 
 
 @njit(cache=True)
-def _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool):
+def _dynamic_fits(book, acct, i, dq, x, mark, s_t, loss, pool):
+    """Whether a fill of x contracts (dq signed) keeps the requirement within max_utilisation x
+    the NAV it leaves (NAV less x x loss), or no higher than now for a pool already above."""
+    budget = max(pool.max_utilisation * (acct.nav - x * loss), acct.requirement)
+    return dynamic_after(book, i, dq, mark, 0.0, s_t, pool) <= budget
+
+
+@njit(cache=True)
+def _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool, loss):
     """Largest x in [0, size] whose requirement fits max_utilisation x NAV (or the current
     requirement, if already above it): convex in x, so bisection."""
     s_t, mark = mk.spot[t], book.price[i]
@@ -262,13 +274,12 @@ def _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool):
     scenario_prices(
         book.scen[i], ser.kind[i], s_t, ser.strike[i], tau, book.sigma[i], mk.rate[t], pool
     )
-    budget = max(pool.max_utilisation * acct.nav, acct.requirement)
-    if dynamic_after(book, i, direction * size, mark, 0.0, s_t, pool) <= budget:
+    if _dynamic_fits(book, acct, i, direction * size, size, mark, s_t, loss, pool):
         return size
     lo, hi = 0.0, size
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        if dynamic_after(book, i, direction * mid, mark, 0.0, s_t, pool) <= budget:
+        if _dynamic_fits(book, acct, i, direction * mid, mid, mark, s_t, loss, pool):
             lo = mid
         else:
             hi = mid
@@ -276,12 +287,15 @@ def _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool):
 
 
 @njit(cache=True)
-def fill_size(t, mk, ser, book, acct, i, direction, size, pool, hedge):
-    """How much of a flow trade fits. Less than DUST is rounding, not a fill."""
+def fill_size(t, mk, ser, book, acct, i, direction, size, pool, hedge, loss):
+    """How much of a flow trade fits, its `loss` per contract (full_fill) counted. Less than
+    DUST is rounding, not a fill."""
     if pool.collateral == DYNAMIC:
-        filled = _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool)
+        filled = _dynamic_fill(t, mk, ser, book, acct, i, direction, size, pool, loss)
     else:
-        filled = full_fill(acct, book, ser, i, direction, size, mk.spot[t], pool, hedge, acct.cash)
+        filled = full_fill(
+            acct, book, ser, i, direction, size, mk.spot[t], pool, hedge, acct.cash, loss
+        )
     return filled if filled >= DUST else 0.0
 
 

@@ -111,9 +111,23 @@ def open_tick(t, mk, acct, lending):
 
 
 @njit(cache=True)
-def fill_cap(t, mk, ser, book, acct, i, direction, filled, pool, hedge):
+def _dynamic_free(s_t, book, acct, i, direction, x, loss, pool):
+    """Free cash (dynamic mode) after a fill of x contracts of series i at its mark, less its
+    loss per contract (collateral.full_fill)."""
+    dq, mark = direction * x, book.price[i]
+    return (
+        acct.cash
+        - dq * mark
+        - x * loss
+        - collateral.dynamic_after(book, i, dq, mark, 0.0, s_t, pool)
+    )
+
+
+@njit(cache=True)
+def fill_cap(t, mk, ser, book, acct, i, direction, filled, pool, hedge, loss):
     """How much of a fill of `filled` contracts (what the collateral rule allows) keeps free
-    cash at or above the stuck lent cash, or no lower than it is for a pool already below it.
+    cash at or above the stuck lent cash, or no lower than it is for a pool already below it;
+    `loss` as in collateral.fill_size.
     Fees are left out, as in the collateral rule: they only add cash. `filled` when nothing
     is stuck."""
     held = stuck(acct)
@@ -122,22 +136,13 @@ def fill_cap(t, mk, ser, book, acct, i, direction, filled, pool, hedge):
     if pool.collateral == DYNAMIC:
         # Free cash cash - dq mark - requirement(dq) is concave in the amount (the
         # requirement is convex): bisection. fill_size priced series i's scenarios already.
-        s_t, mark = mk.spot[t], book.price[i]
         floor = min(acct.cash - acct.locked_cash, held)
-        dq = direction * filled
-        if (
-            acct.cash - dq * mark - collateral.dynamic_after(book, i, dq, mark, 0.0, s_t, pool)
-            >= floor
-        ):
+        if _dynamic_free(mk.spot[t], book, acct, i, direction, filled, loss, pool) >= floor:
             return filled
         lo, hi = 0.0, filled
         for _ in range(BISECTIONS):
             mid = 0.5 * (lo + hi)
-            dq = direction * mid
-            free = (
-                acct.cash - dq * mark - collateral.dynamic_after(book, i, dq, mark, 0.0, s_t, pool)
-            )
-            if free >= floor:
+            if _dynamic_free(mk.spot[t], book, acct, i, direction, mid, loss, pool) >= floor:
                 lo = mid
             else:
                 hi = mid
@@ -145,7 +150,7 @@ def fill_cap(t, mk, ser, book, acct, i, direction, filled, pool, hedge):
     else:
         # The collateral rule's own fill with the stuck cash left out of cash.
         kept = collateral.full_fill(
-            acct, book, ser, i, direction, filled, mk.spot[t], pool, hedge, acct.cash - held
+            acct, book, ser, i, direction, filled, mk.spot[t], pool, hedge, acct.cash - held, loss
         )
     return kept if kept >= DUST else 0.0
 

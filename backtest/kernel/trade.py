@@ -132,9 +132,16 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
             rec.reject_reason = REJECT_LEVERAGE
         else:
             room = vega_room(acct.book_vega, direction * book.vega[i], size, acct.nav, pricing)
+            # A quote on a stale oracle pays the trader the gap to the market's price: the
+            # collateral rule counts what the fill leaves at market prices (0 without one).
+            loss = (
+                0.0
+                if o_t == s_t
+                else side * (mark - price_at(i, o_t, r_t, book.sigma[i], ser, terms, book))
+            )
             if room >= DUST:
                 filled = collateral.fill_size(
-                    t, mk, ser, book, acct, i, direction, room, pool, hedge
+                    t, mk, ser, book, acct, i, direction, room, pool, hedge, loss
                 )
             if filled >= size:
                 rec.reject_reason = REJECT_NONE
@@ -143,7 +150,7 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
             else:
                 rec.reject_reason = REJECT_UTILISATION
             # Lent cash the money market cannot repay now is no collateral (0 without lending).
-            kept = fill_cap(t, mk, ser, book, acct, i, direction, filled, pool, hedge)
+            kept = fill_cap(t, mk, ser, book, acct, i, direction, filled, pool, hedge, loss)
             if kept < filled:
                 filled = kept
                 rec.reject_reason = REJECT_COLLATERAL_LOCKED

@@ -60,9 +60,9 @@ def trade_listed(t, mk, i, want, reason, ser, terms, book, acct, row, out, pool,
     allows, at market vol +- half the spread plus the fee; record it among the hedges."""
     s_t = mk.spot[t]
     direction = 1.0 if want > 0.0 else -1.0
-    size = collateral.fill_size(t, mk, ser, book, acct, i, direction, abs(want), pool, hedge)
+    size = collateral.fill_size(t, mk, ser, book, acct, i, direction, abs(want), pool, hedge, 0.0)
     # Cut, as flow is, where it would need lent cash the money market cannot repay now.
-    kept = fill_cap(t, mk, ser, book, acct, i, direction, size, pool, hedge)
+    kept = fill_cap(t, mk, ser, book, acct, i, direction, size, pool, hedge, 0.0)
     if kept < size:
         size = kept
         acct.recall_blocked = 1
