@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from backtest.errors import InputError
+from backtest.errors import InputError, did_you_mean
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNeg = Annotated[float, Field(ge=0.0)]
@@ -324,7 +324,8 @@ def _one_line(source: str, err: ValidationError) -> InputError:
         key = ".".join(loc) or "(top level)"
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown key"
+        section = Strategy.model_fields[loc[0]].annotation if len(loc) > 1 else Strategy
+        message = "unknown key" + did_you_mean(loc[-1], section.model_fields)
     elif "input" in first and first["type"] not in ("missing",):
         message = f"{message} (got {first['input']!r})"
     return InputError(f"{source}: {key}: {message}")
@@ -421,13 +422,14 @@ def apply_overrides(strategy: Strategy, overrides: dict[str, Any], source: str) 
     """Return a copy with dotted keys ('hedge.threshold') replaced, validated like the file."""
     raw = strategy.model_dump()
     for dotted, value in overrides.items():
-        parts = dotted.split(".")
+        *sections, name = dotted.split(".")
         target = raw
-        for part in parts[:-1]:
+        for part in sections:
             if not isinstance(target.get(part), dict):
-                raise InputError(f"{source}: {dotted}: unknown key")
+                known = [key for key, held in target.items() if isinstance(held, dict)]
+                raise InputError(f"{source}: {dotted}: unknown key{did_you_mean(part, known)}")
             target = target[part]
-        if parts[-1] not in target:
-            raise InputError(f"{source}: {dotted}: unknown key")
-        target[parts[-1]] = value
+        if name not in target:
+            raise InputError(f"{source}: {dotted}: unknown key{did_you_mean(name, target)}")
+        target[name] = value
     return build_strategy(raw, source)

@@ -22,7 +22,7 @@ from backtest.config import (
     parse_end,
     parse_time,
 )
-from backtest.errors import InputError
+from backtest.errors import InputError, did_you_mean
 from backtest.inputs.batch import Batch
 from backtest.inputs.flow import load_flow, validate_flow
 from backtest.inputs.lending import PROCESS, check_covers, load_utilisation, validate_utilisation
@@ -116,10 +116,15 @@ def file_digest(path: Path) -> str:
 def strategy_path(strategy: str | Path) -> Path:
     """A strategy file by path or, if no such file, by the name of a bundled one ("unhedged")."""
     path = Path(strategy)
-    bundled_file = bundled.strategies() / f"{path.stem}.toml"
-    if not path.exists() and path.parent == Path(".") and bundled_file.is_file():
-        return bundled_file
-    return path.resolve()
+    if path.exists() or path.parent != Path("."):
+        return path.resolve()
+    names = sorted(p.stem for p in bundled.strategies().glob("*.toml"))
+    if path.stem not in names:
+        raise InputError(
+            f"{strategy}: no such strategy file or bundled strategy{did_you_mean(path.stem, names)}"
+            " (`dhlp strategies` lists the bundled ones)"
+        )
+    return bundled.strategies() / f"{path.stem}.toml"
 
 
 def prepare(

@@ -147,8 +147,14 @@ def test_bad_flow_file(case, market, tmp_path):
 
 
 STRATEGY_CASES = {
-    "unknown key": ("[hedge]\nthreshhold = 0.1\n", ["[hedge] threshhold", "unknown key"]),
-    "unknown section": ("[hedging]\nthreshold = 0.1\n", ["hedging", "unknown key"]),
+    "unknown key": (
+        "[hedge]\nthreshhold = 0.1\n",
+        ["[hedge] threshhold", "unknown key; did you mean 'threshold'?"],
+    ),
+    "unknown section": (
+        "[hedging]\nthreshold = 0.1\n",
+        ["hedging", "unknown key; did you mean 'hedge'?"],
+    ),
     "bad policy": ('[hedge]\npolicy = "sometimes"\n', ["[hedge] policy", "sometimes"]),
     "out of range": ("[pool]\nmax_utilisation = -1\n", ["[pool] max_utilisation"]),
     "wrong type": ('[pricing]\nbase_fee = "lots"\n', ["[pricing] base_fee"]),
@@ -245,6 +251,22 @@ def test_bad_strategy_file(case, tmp_path):
 def test_bad_set_override(tmp_path):
     code, output = run_cli("run", "--set", "hedge.nope=1", "--out", str(tmp_path))
     assert_one_line_error(code, output, "hedge.nope", "unknown key")
+    assert "did you mean" not in output  # nothing close: no guess
+
+
+@pytest.mark.parametrize(
+    ("key", "guess"), [("hedge.treshold", "threshold"), ("hedg.threshold", "hedge")]
+)
+def test_a_mistyped_set_key_suggests_the_closest(key, guess, tmp_path):
+    code, output = run_cli("run", "--set", f"{key}=0.1", "--out", str(tmp_path))
+    assert_one_line_error(code, output, key, f"unknown key; did you mean '{guess}'?")
+    assert not tmp_path.joinpath("default").exists()
+
+
+def test_a_mistyped_strategy_name_suggests_the_closest(tmp_path):
+    code, output = run_cli("run", "unhedgd", "--out", str(tmp_path / "runs"))
+    assert_one_line_error(code, output, "unhedgd", "did you mean 'unhedged'?", "dhlp strategies")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_missing_strategy_file(tmp_path):
