@@ -24,6 +24,16 @@ def strategies() -> Path:
     return folder("strategies")
 
 
+def data_file(path: str | Path) -> Path:
+    """`path` as given if it exists or is absolute; else the bundled file of that relative name
+    if there is one ("data/eth_1h.parquet"), so bundled names work outside the repository too."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    packaged = folder("data").parent / given
+    return packaged if packaged.exists() else given
+
+
 def question(strategy_file: Path) -> str:
     """The question a strategy file asks: in its top comment, from `Question:` to the first
     question mark ('' if it asks none)."""

@@ -246,7 +246,9 @@ SINGLE_PATH_COLUMNS = (
 
 @app.command()
 def sweep(
-    strategy: Annotated[Path, typer.Argument(help="Strategy TOML")],
+    strategy: Annotated[
+        Path, typer.Argument(help="Strategy TOML file, or the name of a bundled strategy")
+    ],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Grid axis: hedge.threshold=0.01,0.05")
     ] = None,

@@ -125,7 +125,7 @@ def sweep(
         if not paths.exists():
             raise InputError(f"sweep: paths: file not found: {paths}")
     if not isinstance(strategy, Strategy):
-        strategy = Path(strategy).resolve()  # workers may not share this process's cwd
+        strategy = runner.strategy_path(strategy)  # absolute: workers may not share the cwd
     base = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
     grid = resolve_grid(base, grid)
     points = _product(grid)

@@ -263,8 +263,9 @@ def test_a_mistyped_set_key_suggests_the_closest(key, guess, tmp_path):
     assert not tmp_path.joinpath("default").exists()
 
 
-def test_a_mistyped_strategy_name_suggests_the_closest(tmp_path):
-    code, output = run_cli("run", "unhedgd", "--out", str(tmp_path / "runs"))
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_mistyped_strategy_name_suggests_the_closest(command, tmp_path):
+    code, output = run_cli(command, "unhedgd", "--out", str(tmp_path / "runs"))
     assert_one_line_error(code, output, "unhedgd", "did you mean 'unhedged'?", "dhlp strategies")
     assert not (tmp_path / "runs").exists()
 

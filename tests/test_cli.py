@@ -350,3 +350,40 @@ def test_a_summary_only_run_is_not_reused_for_a_full_one(tmp_path):
     assert not (lean.path / "steps.parquet").exists()
     full = backtest.run(out=tmp_path, **window)
     assert not full.reused and full.steps.height == 3 * 24
+
+
+def test_bootstrap_outside_the_repository_resamples_the_bundled_history(tmp_path, monkeypatch):
+    from backtest import bundled
+
+    monkeypatch.chdir(tmp_path)
+    result = invoke(
+        "data", "simulate", "bootstrap", "--paths", "2", "--ticks", "5", "--out", "b.parquet"
+    )
+    assert result.exit_code == 0, result.output
+    first_spot = pl.read_parquet(bundled.folder("data") / "eth_1h.parquet")["spot"][0]
+    assert pl.read_parquet(tmp_path / "b.parquet")["spot"][0] == first_spot
+    daily = invoke(
+        "data",
+        "simulate",
+        "bootstrap",
+        "--ticks",
+        "3",
+        "--set",
+        "history=data/btc_1d.parquet",
+        "--out",
+        "d.parquet",
+    )
+    assert daily.exit_code == 0, daily.output
+    assert pl.read_parquet(tmp_path / "d.parquet")["ts"].diff()[1].days == 1
+
+
+def test_sweep_takes_a_bundled_strategy_name(tmp_path):
+    window = 'data.end="2022-07-03"'
+    args = ["sweep", "unhedged", "--set", window, "--set", "pricing.base_fee=0.01,0.02"]
+    result = invoke(*args, "--jobs", "1", "--out", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(name.startswith("unhedged-") for name in folders)
+    assert all(
+        pl.read_parquet(tmp_path / "runs" / f / "hedges.parquet").height == 0 for f in folders
+    )

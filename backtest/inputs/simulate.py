@@ -29,6 +29,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import Field, ValidationError, field_validator
 
+from backtest import bundled
 from backtest.config import StrictSection, parse_duration, parse_end, parse_time
 from backtest.errors import InputError
 from backtest.inputs.market import Market, load_market
@@ -127,7 +128,11 @@ class Bootstrap(StrictSection):
     history's spacing.
     """
 
-    history: str = Field("data/eth_1h.parquet", description="market file or folder to resample")
+    history: str = Field(
+        "data/eth_1h.parquet",
+        description="market file or folder to resample (a relative path not found in the working"
+        " directory is looked up among the bundled data)",
+    )
     history_start: str | None = Field(None, description="use history from this date (ISO)")
     history_end: str | None = Field(None, description="use history up to this date (ISO)")
     block: Literal["fixed", "geometric"] = Field("geometric", description="block length rule")
@@ -387,7 +392,7 @@ class _History:
             except ValueError as exc:
                 raise InputError(f"simulate: bootstrap.{key}: {exc}") from None
         try:
-            return cls(load_market(p.history, *window), p.history)
+            return cls(load_market(bundled.data_file(p.history), *window), p.history)
         except InputError as exc:
             raise InputError(f"simulate: bootstrap.history: {exc}") from None
 
