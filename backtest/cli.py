@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +15,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from typer.core import TyperCommand
 
@@ -31,6 +41,9 @@ app.add_typer(data_app, name="data")
 # Logs (CI, pipes) get wide tables instead of truncated cells.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+
+# What a cold compile of the kernel (backtest.kernel.cached() is False) takes on 2 cores.
+COMPILING = "compiling the kernel once, about 45 s"
 
 
 @contextmanager
@@ -55,17 +68,55 @@ class SimulateCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-def progress_bar() -> Progress:
-    """A transient bar on stderr, only when it is a terminal (logs stay clean)."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+class Progressing:
+    """Progress of counted work on stderr. In a terminal, a transient bar with the count, time
+    spent and time left; in logs (CI, pipes), where that bar shows nothing, a plain line each
+    tenth of the work, so a long run is seen to move."""
+
+    def __init__(self, description: str, unit: str) -> None:
+        self.description, self.unit = description, unit
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
+        self.task = self.bar.add_task(description, total=None)
+        self.started = time.monotonic()
+        self.tenths = 0  # of the work, reported in plain lines so far
+
+    def __enter__(self) -> Progressing:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def note(self, text: str) -> None:
+        """Something to know while it lasts: beside the bar's description, or a line of its own."""
+        if self.bar.disable:
+            err.print(text, markup=False, highlight=False)
+        else:
+            self.bar.update(self.task, description=f"{self.description} ({text})")
+
+    def update(self, done: int, total: int, description: str | None = None) -> None:
+        description = description or self.description  # a note lasts until the next update
+        self.bar.update(self.task, completed=done, total=total, description=description)
+        if self.bar.disable and total > 1 and 10 * done // total > self.tenths:
+            self.tenths = 10 * done // total
+            spent = time.monotonic() - self.started
+            eta = math.ceil((total - done) * spent / done)
+            left = f", about {eta} s left" if done < total else ""
+            err.print(
+                f"{self.description}: {done:,}/{total:,} {self.unit}, {spent:.0f} s{left}",
+                markup=False,
+                highlight=False,
+            )
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -190,14 +241,16 @@ def run(
 ) -> None:
     """Run one strategy and write its run folder."""
     from backtest import runner
+    from backtest.kernel import cached
 
     with user_errors():
         overrides = {k.replace(".", "__"): v for k, v in parse_set(set_ or []).items()}
-        with progress_bar() as progress:
-            task = progress.add_task("running (first run compiles the kernel)", total=None)
+        with Progressing("running", "paths") as progress:
 
             def on_batch(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+                progress.update(done, total)
+                if done == 0 and not cached():
+                    progress.note(COMPILING)
 
             result = runner.run(
                 strategy,
@@ -267,15 +320,20 @@ def sweep(
     """Run every combination of the --set values; each point is a normal run folder. Rerunning
     the same command skips finished points."""
     from backtest import sweep as sw
+    from backtest.kernel import cached
 
     with user_errors():
         grid = parse_grid(set_ or [])
-        with progress_bar() as progress:
-            task = progress.add_task("sweep (the first point compiles the kernel)", total=None)
+        with Progressing("sweep", "points") as progress:
+
+            def on_start(total: int) -> None:
+                progress.update(0, total)
+                if not cached():
+                    progress.note(COMPILING)
 
             def on_point(point: Any, done: int, total: int) -> None:
                 note = " (reused)" if point.reused else ""
-                progress.update(task, completed=done, total=total, description=point.run_id + note)
+                progress.update(done, total, description=point.run_id + note)
 
             result = sw.sweep(
                 strategy,
@@ -287,6 +345,7 @@ def sweep(
                 jobs=jobs,
                 keep=keep,
                 on_point=on_point,
+                on_start=on_start,
             )
             png = sw.heatmap(result, metric, x, y) if grid else None
     frame = result.frame

@@ -294,7 +294,8 @@ def in_parallel(n_paths: int, kernel: Callable[..., None], args: tuple) -> None:
 def run_batches(
     plan: Plan, on_batch: Callable[[int, int], None] | None = None
 ) -> Iterator[tuple[pl.DataFrame, Tables]]:
-    """(summary, tables) of each batch of paths, in path order.
+    """(summary, tables) of each batch of paths, in path order. `on_batch(done, total)`, in
+    paths, is called before the first batch (done = 0: the kernel starts) and after each.
 
     The kernel runs here, without the GIL; a batch's tables and summary are built in a
     background thread while the kernel runs the next batch (and plan.batches prepares the one
@@ -306,6 +307,8 @@ def run_batches(
         return summarise(batch, built), built
 
     done = 0
+    if on_batch is not None:
+        on_batch(0, plan.market.n_paths)  # the kernel starts: it may compile now
     behind = threads.pool("finish", 1)
     submitted = (
         (batch.market.n_paths, behind.submit(finish, batch, simulate(batch)))

@@ -104,6 +104,7 @@ def sweep(
     jobs: int = 2,
     keep: str = "all",
     on_point: Callable[[PointResult, int, int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> SweepResult:
     """Run every point of the Cartesian product of `grid` (dotted keys -> values).
 
@@ -112,7 +113,8 @@ def sweep(
     otherwise up to `jobs` points run at once, in spawned processes or on a Dask cluster
     (`scheduler` address, or a LocalCluster of `jobs` workers when None). `keep` is passed to
     every run ("summary" skips the detail tables of many-path points). `on_point(point, done,
-    total)` is called in this process as points finish, in completion order.
+    total)` is called in this process as points finish, in completion order; `on_start(total)`
+    once every point is validated, before the first runs.
     """
     if executor not in EXECUTORS:
         raise InputError(f"sweep: executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
@@ -133,6 +135,8 @@ def sweep(
     parallel = executor == "dask" or jobs > 1
     threads = 1 if parallel else None
     calls = [(strategy, params, paths, out, keep, threads) for params in points]
+    if on_start is not None:
+        on_start(len(points))
 
     finished: list[PointResult | None] = [None] * len(points)
 

@@ -387,3 +387,19 @@ def test_sweep_takes_a_bundled_strategy_name(tmp_path):
     assert all(
         pl.read_parquet(tmp_path / "runs" / f / "hedges.parquet").height == 0 for f in folders
     )
+
+
+def test_a_run_reports_progress_from_before_its_first_batch(tmp_path):
+    """on_batch(0, total) comes before the kernel starts (the CLI's cue to say it compiles);
+    an identical rerun runs no batch and calls nothing."""
+    import backtest
+
+    paths = tmp_path / "paths.parquet"
+    pl.concat(
+        [market_frame(24, seed=s).with_columns(path_id=pl.lit(s)) for s in range(3)]
+    ).write_parquet(paths)
+    calls = []
+    backtest.run(market=paths, out=tmp_path / "runs", on_batch=lambda *c: calls.append(c))
+    assert calls == [(0, 3), (3, 3)]
+    rerun = backtest.run(market=paths, out=tmp_path / "runs", on_batch=lambda *c: calls.append(c))
+    assert rerun.reused and calls == [(0, 3), (3, 3)]

@@ -1,5 +1,5 @@
-"""The kernel cache: keyed on kernel sources and numba version only, so every copy of the
-package shares it; in fresh processes with their own cache folders."""
+"""The kernel cache: keyed on kernel sources and numba version only, shared by every copy of
+the package, and a cold compile announced, in fresh processes with their own cache folders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from scenarios import REPO
+from scenarios import REPO, market_frame
+
+from backtest.cli import COMPILING
 
 pytestmark = pytest.mark.e2e  # fresh processes that compile: not part of the fast unit run
 
@@ -29,6 +31,7 @@ print(json.dumps({
     "numba_cache_dir": numba.config.CACHE_DIR,
     "hits": sum(stats.cache_hits.values()),
     "misses": sum(stats.cache_misses.values()),
+    "cached": kernel.cached(),
 }))
 """
 
@@ -64,6 +67,7 @@ def test_two_copies_of_the_package_share_one_cache(tmp_path):
     first = probe(copy_package(tmp_path / "a"), cache)
     assert first["package"].startswith(str(tmp_path / "a"))
     assert first["misses"] == 1 and first["hits"] == 0
+    assert not first["cached"]  # only the pricing functions were compiled, not the run kernel
     compiled = cache_files(cache)
     assert list(Path(first["cache_dir"]).glob("bs.price_many-*.nbi"))  # in it, not below it
 
@@ -83,3 +87,29 @@ def test_without_numbas_private_locator_classes_the_cache_is_numbas_own(tmp_path
     assert result["misses"] == 1
     (index,) = Path(result["cache_dir"]).rglob("bs.price_many-*.nbi")
     assert index.parent.parent == Path(result["cache_dir"])  # numba's per-folder subfolder
+    assert not result["cached"]  # still asked through numba's cache objects
+
+
+def test_a_cold_run_says_it_compiles_and_a_warm_one_does_not(tmp_path):
+    """Slow: one cold compile of the run kernel. Output captured, as in CI or a pipe."""
+    market = tmp_path / "market.parquet"
+    market_frame(n_ticks=24, seed=1).write_parquet(market)
+    strategy = tmp_path / "tiny.toml"
+    strategy.write_text(f'[data]\nmarket = "{market}"\n[flow]\ntrades_per_day = 10.0\n')
+    env = {**os.environ, "DHLP_CACHE_DIR": str(tmp_path / "empty-cache")}
+
+    def dhlp_run(out: str) -> subprocess.CompletedProcess:
+        code = "from backtest.cli import main; main()"
+        args = ["run", str(strategy), "--out", str(tmp_path / out), "--no-report"]
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    cold = dhlp_run("first")
+    assert cold.stderr.count(COMPILING) == 1, cold.stderr
+    assert any((tmp_path / "empty-cache").rglob("loop.ticks-*.nbi"))
+    warm = dhlp_run("second")
+    assert "compiling" not in warm.stderr, warm.stderr
+    assert "run folder:" in warm.stdout

@@ -231,3 +231,20 @@ def test_unreachable_scheduler_is_a_usage_error(strategy, tmp_path):
     ):
         sweep(strategy, GRID, out=tmp_path / "runs", executor="dask", scheduler="tcp://127.0.0.1:9")
     assert not tmp_path.joinpath("runs").exists()
+
+
+def test_on_start_counts_the_points_once_every_one_is_valid(strategy, tmp_path):
+    """The CLI's cue to say the kernel compiles: after validation, before the first point."""
+    events = []
+    sweep(
+        strategy,
+        GRID,
+        out=tmp_path,
+        jobs=1,
+        on_start=lambda total: events.append(("start", total)),
+        on_point=lambda point, done, total: events.append(("point", done)),
+    )
+    assert events == [("start", 4), ("point", 1), ("point", 2), ("point", 3), ("point", 4)]
+    with pytest.raises(InputError, match="hedge.nope"):
+        sweep(strategy, {"hedge.nope": [1]}, out=tmp_path, jobs=1, on_start=events.append)
+    assert len(events) == 5

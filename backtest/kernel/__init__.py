@@ -81,3 +81,22 @@ def _register_locator() -> bool:
 
 if not _register_locator():
     numba.config.CACHE_DIR = str(CACHE_DIR)
+
+
+def cached() -> bool:
+    """Whether the run kernel's entry functions are in the cache for this machine, so a run will
+    load rather than compile them (a call with new argument types still compiles). Asks numba's
+    own cache objects; True when they cannot be asked (then nothing is announced, as before)."""
+    from backtest.kernel.loop import new_state, ticks
+
+    try:
+        for dispatcher in (new_state, ticks):
+            cache = dispatcher._cache
+            magic = dispatcher.targetctx.codegen().magic_tuple()
+            entries = cache._cache_file._load_index()
+            names = [name for key, name in entries.items() if key[1] == magic]
+            if not any(os.path.exists(os.path.join(cache.cache_path, n)) for n in names):
+                return False
+    except (AttributeError, TypeError, IndexError):
+        return True
+    return True
