@@ -28,6 +28,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from backtest.errors import InputError
+from backtest.fmt import pct
 
 app = typer.Typer(
     help="Backtests of dynamically hedged options liquidity pools.",
@@ -160,9 +161,6 @@ def summary_table(summary: dict[str, Any]) -> Table:
     def money(x: float) -> str:
         return f"{x:,.0f}"
 
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.2f} %"
-
     rows = [
         ("period", f"{summary['start']:%Y-%m-%d %H:%M} → {summary['end']:%Y-%m-%d %H:%M} UTC"),
         ("ticks", f"{summary['n_ticks']:,}"),
@@ -212,6 +210,54 @@ def summary_table(summary: dict[str, Any]) -> Table:
         rows.append((key, money(summary[key])))
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def cell(value: Any) -> str:
+    """A sweep or query table cell: floats to a few significant digits, never "-0"."""
+    if value is None:
+        return ""
+    return f"{value + 0.0:,.6g}" if isinstance(value, float) else str(value)
+
+
+# Across-path metrics (results.summary.distribution) of a multi-path run and of each multi-path
+# sweep point: (key, label in the run's table, header in the sweep table).
+DISTRIBUTION = (
+    ("lp_return_mean", "LP return, mean", "mean"),
+    ("lp_return_q50", "LP return, median", "median"),
+    ("var_95", "VaR 95 % (loss, positive = loss)", "VaR95"),
+    ("es_95", "ES 95 % (mean loss of the worst 5 % of paths, positive = loss)", "ES95"),
+    ("p_insolvent", "P(insolvent)", "P(insolv)"),
+    ("mean_max_drawdown", "max drawdown, mean over paths", "mean DD"),
+)
+DISTRIBUTION_CAPTION = (
+    "mean, median: LP return on NAV per share; VaR95, ES95: loss at 95 % (positive = loss); "
+    "P(insolv): share of paths insolvent; mean DD: mean max drawdown"
+)
+# A single-path sweep point's summary row: (key, header, format).
+SINGLE_PATH = (
+    ("lp_return", "return", pct),
+    ("apy", "APY", pct),
+    ("sharpe", "Sharpe", cell),
+    ("max_drawdown", "max DD", pct),
+    ("hedge_cost_over_fees", "hedge/fees", pct),
+    ("insolvent", "insolvent", cell),
+)
+SINGLE_PATH_CAPTION = "return: LP return on NAV per share; hedge/fees: hedge cost over fee income"
+
+
+def distribution_table(summary: Any, run_id: str) -> Table:
+    """The across-path distribution a risk reader wants first, in place of one path's table."""
+    from backtest.results.summary import distribution
+
+    dist = distribution(summary)
+    n_paths, n_insolvent = dist["n_paths"], int(summary["insolvent"].sum())
+    table = Table(title=f"run {run_id}: {n_paths:,} paths", show_header=False, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, label, _ in DISTRIBUTION:
+        table.add_row(label, pct(dist[key]))
+    table.add_row("insolvent paths", f"{n_insolvent:,} of {n_paths:,}")
     return table
 
 
@@ -271,30 +317,47 @@ def run(
     if len(rows) == 1:
         out.print(summary_table(rows[0]))
     else:
-        returns = result.summary["lp_return"]
-        out.print(
-            f"{len(rows)} paths: mean LP return {100 * returns.mean():.2f} %, "
-            f"insolvent {int(result.summary['insolvent'].sum())}"
-        )
+        out.print(distribution_table(result.summary, result.run_id))
     out.print(f"run folder: {result.path}")
 
 
-MULTI_PATH_COLUMNS = (
-    "lp_return_mean",
-    "lp_return_q50",
-    "var_95",
-    "es_95",
-    "p_insolvent",
-    "mean_max_drawdown",
-)
-SINGLE_PATH_COLUMNS = (
-    "lp_return",
-    "apy",
-    "sharpe",
-    "max_drawdown",
-    "hedge_cost_over_fees",
-    "insolvent",
-)
+def sweep_table(result: Any, metric: str | None, console: Console) -> Table:
+    """Swept values (headed by their last part where that is unambiguous), the metrics worth
+    comparing across points, and run_id. Where that is wider than `console`, run_id and then the
+    last metrics are left out (the caption says which) rather than wrapping every cell."""
+    frame = result.frame
+    if "var_95" in frame.columns:
+        shown = [(key, header, pct) for key, _, header in DISTRIBUTION]
+        caption = DISTRIBUTION_CAPTION
+    else:
+        shown, caption = list(SINGLE_PATH), SINGLE_PATH_CAPTION
+    if metric and metric not in [key for key, *_ in shown]:
+        shown.append((metric, metric, cell))
+    ends = [key.rsplit(".", 1)[-1] for key in result.grid]
+    swept = [
+        (key, end if ends.count(end) == 1 else key, cell)
+        for key, end in zip(result.grid, ends, strict=True)
+    ]
+    columns = [c for c in [*swept, *shown, ("run_id", "run_id", cell)] if c[0] in frame.columns]
+    droppable = ["run_id", *[key for key, *_ in reversed(shown[1:]) if key != metric]]
+    for cut in range(len(droppable) + 1):
+        left_out = droppable[:cut]
+        table = Table(
+            title=f"sweep {result.sweep_id}",
+            title_justify="left",
+            caption=caption
+            + (f"; too wide to show: {', '.join(left_out)} (see summary.parquet)" if cut else ""),
+            caption_justify="left",
+        )
+        kept = [column for column in columns if column[0] not in left_out]
+        for key, header, _ in kept:
+            table.add_column(header, justify="right" if frame.schema[key].is_numeric() else "left")
+        for row in frame.select(key for key, *_ in kept).iter_rows():
+            table.add_row(*[fmt(v) for (_, _, fmt), v in zip(kept, row, strict=True)])
+        natural = console.measure(table, options=console.options.update(max_width=10_000))
+        if natural.maximum <= console.width:
+            break
+    return table
 
 
 @app.command()
@@ -348,18 +411,7 @@ def sweep(
                 on_start=on_start,
             )
             png = sw.heatmap(result, metric, x, y) if grid else None
-    frame = result.frame
-    shown = MULTI_PATH_COLUMNS if "var_95" in frame.columns else SINGLE_PATH_COLUMNS
-    wanted = [*grid, *shown, metric, "run_id"]
-    columns = list(dict.fromkeys(c for c in wanted if c and c in frame.columns))
-    table = Table(title=f"sweep {result.sweep_id}", title_justify="left")
-    for name in columns:
-        table.add_column(name)
-    for row in frame.select(columns).iter_rows():
-        table.add_row(
-            *["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
-        )
-    out.print(table)
+    out.print(sweep_table(result, metric, out))
     out.print(
         f"{len(result.points)} points: {len(result.points) - result.n_reused} run, "
         f"{result.n_reused} reused"
@@ -460,9 +512,7 @@ def sql(
         for name in result.columns:
             table.add_column(name, justify="right" if result[name].dtype.is_numeric() else "left")
         for row in result.iter_rows():
-            table.add_row(
-                *["" if v is None else f"{v:,.6g}" if isinstance(v, float) else str(v) for v in row]
-            )
+            table.add_row(*[cell(v) for v in row])
         out.print(table)
         out.print(f"{result.height:,} rows")
 

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from backtest import bundled, runner
 from backtest.errors import InputError
+from backtest.fmt import pct
 from backtest.kernel.types import PNL_COMPONENTS
 
 # How a metric is compared: "exact" for counts, flags and timestamps; otherwise it passes when
@@ -373,9 +374,7 @@ def _money(value: float) -> str:
 
 
 def _pct(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return "0" if value == 0 else f"{100 * value:.1f} %"
+    return "0" if value == 0 else pct(value, 1)
 
 
 def strategy_table(baselines_dir: Path | None = None) -> str:

@@ -352,6 +352,33 @@ def test_a_summary_only_run_is_not_reused_for_a_full_one(tmp_path):
     assert not full.reused and full.steps.height == 3 * 24
 
 
+def test_a_multi_path_run_prints_the_distribution_and_its_progress(tmp_path):
+    """Three batches of paths: without a terminal, a progress line after each, then the
+    across-path distribution with its sign convention."""
+    from backtest.fmt import pct
+    from backtest.results.summary import distribution
+
+    paths = tmp_path / "paths.parquet"
+    sim = invoke("data", "simulate", "gbm", "--paths", "130", "--ticks", "24", "--out", str(paths))
+    assert sim.exit_code == 0, sim.output
+    result = invoke("run", "--market", str(paths), "--out", str(tmp_path / "runs"), "--no-report")
+    assert result.exit_code == 0, result.output
+    progress = [line.split(",")[0] for line in result.stderr.splitlines()]
+    assert progress == ["running: 64/130 paths", "running: 128/130 paths", "running: 130/130 paths"]
+    (folder,) = list((tmp_path / "runs").iterdir())
+    dist = distribution(pl.read_parquet(folder / "summary.parquet"))
+    lines = {line.strip("│ ").split("│")[0].strip(): line for line in result.stdout.splitlines()}
+    for label, key in (
+        ("LP return, mean", "lp_return_mean"),
+        ("LP return, median", "lp_return_q50"),
+        ("VaR 95 % (loss, positive = loss)", "var_95"),
+        ("ES 95 % (mean loss of the worst 5 % of paths, positive = loss)", "es_95"),
+        ("P(insolvent)", "p_insolvent"),
+    ):
+        assert pct(dist[key]) in lines[label], (label, lines.get(label))
+    assert "130 paths" in result.stdout
+
+
 def test_bootstrap_outside_the_repository_resamples_the_bundled_history(tmp_path, monkeypatch):
     from backtest import bundled
 

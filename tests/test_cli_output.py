@@ -1,15 +1,19 @@
-"""What the CLI prints around the numbers: progress, suggestions."""
+"""What the CLI prints around the numbers: progress, suggestions, table widths, signs."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
+import polars as pl
 import pytest
 from rich.console import Console
 
 from backtest import cli
-from backtest.cli import COMPILING, Progressing
+from backtest.cli import COMPILING, DISTRIBUTION, Progressing, cell, sweep_table
 from backtest.errors import InputError, did_you_mean
+from backtest.fmt import pct
+from backtest.sweep import SweepResult
 
 
 def test_close_names_are_suggested():
@@ -61,3 +65,36 @@ def test_in_a_terminal_the_bar_shows_count_time_left_and_the_note(monkeypatch):
         screen.print(progress.bar.get_renderable())
         shown = screen.file.getvalue()
         assert "3/10" in shown and "-:--:--" in shown  # time left, not yet estimated
+
+
+def test_percentages_never_print_negative_zero():
+    assert pct(-0.0) == "0.00 %" and pct(-1e-9) == "0.00 %" and pct(-0.00004, 1) == "0.0 %"
+    assert pct(-0.0123) == "-1.23 %" and pct(None) == "n/a"
+    assert cell(-0.0) == "0" and cell(-1.5e-7) == "-1.5e-07" and cell(None) == ""
+
+
+def sweep_result(n_points: int, **columns) -> SweepResult:
+    grid = {"hedge.threshold": [0.01 * (k + 1) for k in range(n_points)]}
+    frame = pl.DataFrame(
+        {
+            **grid,
+            "run_id": [f"tiny-strategy-{k:010d}" for k in range(n_points)],
+            **{key: [0.0123] * n_points for key, *_ in DISTRIBUTION},
+            "var_99": [0.03] * n_points,
+            **columns,
+        }
+    )
+    return SweepResult("tiny-strategy-0123456789", Path("."), grid, frame, [])
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 200])
+def test_the_sweep_table_fits_the_terminal(width):
+    result = sweep_result(3, p_insolvent=[-0.0, 0.0, 0.5])
+    console = Console(file=io.StringIO(), width=width)
+    console.print(sweep_table(result, "var_99", console))
+    text = console.file.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "-0.00 %" not in text and "threshold" in text and "VaR95" in text
+    assert ("tiny-strategy-0000000001" in text) == (width == 200)
+    if width < 200:
+        assert "too wide to show: run_id" in " ".join(text.split())
