@@ -45,6 +45,7 @@ err = Console(stderr=True)
 
 # What a cold compile of the kernel (backtest.kernel.cached() is False) takes on 2 cores.
 COMPILING = "compiling the kernel once, about 45 s"
+SET_KEYS = "every key is in docs/strategy.toml and docs/design.md"
 
 
 @contextmanager
@@ -264,12 +265,17 @@ def distribution_table(summary: Any, run_id: str) -> Table:
 @app.command()
 def run(
     strategy: Annotated[
-        Path | None, typer.Argument(help="Strategy TOML (default: bundled)")
+        Path | None,
+        typer.Argument(
+            help="Strategy TOML file, or the name of a bundled strategy such as unhedged "
+            "(`dhlp strategies` lists them); default: the bundled default strategy"
+        ),
     ] = None,
     market: Annotated[
         Path | None,
         typer.Option(
-            help="Market Parquet file or folder (whole file: the strategy window is dropped)"
+            help="Market Parquet file or folder (whole file: the strategy window is dropped); "
+            "with a path_id column every path runs and the distribution is printed"
         ),
     ] = None,
     flow: Annotated[str | None, typer.Option(help="Flow Parquet, or 'synthetic'")] = None,
@@ -282,10 +288,15 @@ def run(
         bool, typer.Option("--summary-only", help="Write only per-path summaries (many paths)")
     ] = False,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override: hedge.threshold=0.05")
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help=f"Override a strategy key, e.g. hedge.threshold=0.05; repeatable ({SET_KEYS})",
+        ),
     ] = None,
 ) -> None:
-    """Run one strategy and write its run folder."""
+    """Run one strategy, a file or a bundled name (`dhlp run unhedged`), and write its run
+    folder."""
     from backtest import runner
     from backtest.kernel import cached
 
@@ -319,6 +330,15 @@ def run(
     else:
         out.print(distribution_table(result.summary, result.run_id))
     out.print(f"run folder: {result.path}")
+
+
+METRICS_HELP = (
+    "Heatmap metric, a numeric column of the sweep table. Multi-path points (--paths): "
+    "lp_return_mean (default), lp_return_std, lp_return_q05, lp_return_q25, lp_return_q50, "
+    "lp_return_q75, lp_return_q95, var_95, es_95, var_99, es_99, p_insolvent, mean_max_drawdown, "
+    "mean_bad_debt, mean_apy, mean_final_nav. Single-path points: any numeric summary column "
+    "(docs/design.md), e.g. lp_return (default), apy, sharpe, max_drawdown, hedge_cost_over_fees"
+)
 
 
 def sweep_table(result: Any, metric: str | None, console: Console) -> Table:
@@ -366,7 +386,12 @@ def sweep(
         Path, typer.Argument(help="Strategy TOML file, or the name of a bundled strategy")
     ],
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Grid axis: hedge.threshold=0.01,0.05")
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Grid axis, e.g. hedge.threshold=0.01,0.05; repeatable, every combination "
+            f"runs ({SET_KEYS})",
+        ),
     ] = None,
     paths: Annotated[
         Path | None, typer.Option(help="Multi-path market file for every point")
@@ -376,7 +401,7 @@ def sweep(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address")] = None,
     jobs: Annotated[int, typer.Option(help="Points run at once")] = 2,
     keep: Annotated[str, typer.Option(help="all, or summary (skip per-tick tables)")] = "all",
-    metric: Annotated[str | None, typer.Option(help="Heatmap metric")] = None,
+    metric: Annotated[str | None, typer.Option(help=METRICS_HELP)] = None,
     x: Annotated[str | None, typer.Option(help="Heatmap x key")] = None,
     y: Annotated[str | None, typer.Option(help="Heatmap y key")] = None,
 ) -> None:
@@ -494,7 +519,8 @@ def sql(
         Path | None, typer.Option(help="Also write a .duckdb file with the views as tables")
     ] = None,
 ) -> None:
-    """DuckDB over every run: views runs, steps, trades, hedges, series."""
+    """DuckDB over every run folder under --reports, one view per table: runs (summaries),
+    steps, trades, hedges, series, liquidations, lp (columns: docs/design.md)."""
     from backtest.results import catalog
 
     with user_errors():

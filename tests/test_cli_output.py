@@ -1,4 +1,4 @@
-"""What the CLI prints around the numbers: progress, suggestions, table widths, signs."""
+"""What the CLI prints around the numbers: progress, help, suggestions, table widths, signs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from backtest import cli
-from backtest.cli import COMPILING, DISTRIBUTION, Progressing, cell, sweep_table
+from backtest.cli import COMPILING, DISTRIBUTION, Progressing, app, cell, sweep_table
 from backtest.errors import InputError, did_you_mean
 from backtest.fmt import pct
 from backtest.sweep import SweepResult
@@ -98,3 +99,42 @@ def test_the_sweep_table_fits_the_terminal(width):
     assert ("tiny-strategy-0000000001" in text) == (width == 200)
     if width < 200:
         assert "too wide to show: run_id" in " ".join(text.split())
+
+
+def help_words(*command: str) -> str:
+    """A command's --help as single-spaced words (the help is wrapped to the terminal)."""
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.replace("│", " ").split())
+
+
+def test_help_says_what_set_repeats_names_and_views():
+    run = help_words("run")
+    assert "repeatable" in run and "docs/strategy.toml" in run and "docs/design.md" in run
+    assert "bundled strategy" in run and "dhlp strategies" in run
+    sweep = help_words("sweep")
+    assert "repeatable" in sweep and "docs/strategy.toml" in sweep
+    from backtest.results.catalog import VIEWS
+
+    sql = help_words("sql")
+    assert all(f" {view}" in sql for view in VIEWS), sql
+
+
+def test_sweep_metric_help_lists_every_distribution_metric_and_the_defaults():
+    from backtest.results.summary import distribution
+
+    summary = pl.DataFrame(
+        {
+            "lp_return": [0.01, -0.02, 0.03],
+            "insolvent": [False, False, True],
+            "max_drawdown": [0.01, 0.02, 0.03],
+            "bad_debt": [0.0, 0.0, 5.0],
+            "apy": [0.1, -0.2, 0.3],
+            "final_nav": [1.0, 2.0, 3.0],
+        }
+    )
+    words = help_words("sweep")
+    for key in distribution(summary):
+        if key != "n_paths":
+            assert key in words, key
+    assert "lp_return_mean (default)" in words and "lp_return (default)" in words
