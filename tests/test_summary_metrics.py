@@ -296,6 +296,8 @@ def test_gamma_theta_ratio_trade_reasons_and_hedge_costs():
     assert row["notional_lost_to_reference"] == pytest.approx(300.0)
     assert row["fees_forgone"] == pytest.approx(0.7)
     assert row["volume"] == pytest.approx(4.0)
+    # Notional traded: the three fills (one partial) at spot 100, the rejected rows not at all.
+    assert row["notional_written"] == pytest.approx(400.0)
     assert (row["n_hedges"], row["hedge_volume"]) == (3, pytest.approx(5.0))
     assert row["hedge_notional"] == pytest.approx(800.0)
     assert row["hedge_cost"] == pytest.approx(0.8)

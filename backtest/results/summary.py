@@ -170,6 +170,9 @@ def _trade_metrics(trades: pl.DataFrame) -> pl.DataFrame:
         n_partial=partial.sum(),
         n_rejected=rejected.sum(),
         volume=filled.filter(filled > 0).sum(),
+        # Option notional the pool traded (size x spot, USD), sold and bought back alike: what
+        # [flow] notional_per_nav sizes, so return per unit of it does not scale with that key.
+        notional_written=(filled * pl.col("spot")).filter(filled > 0).sum(),
         n_flow=pl.len(),
         fill_ratio=_ratio(filled.sum(), size.sum()),
         vega_taken=(filled * pl.col("vega")).abs().sum(),
@@ -291,6 +294,7 @@ COUNTS = (
 )
 AMOUNTS = (
     "volume",
+    "notional_written",
     "vega_taken",
     "fees_vega",
     "pnl_informed",
@@ -365,6 +369,7 @@ COLUMNS = (
     "gamma_theta_ratio",
     "n_flow",
     "fill_ratio",
+    "notional_written",
     *[f"n_{state}_{r}" for state in ("rejected", "partial") for r in REASONS],
     "hedge_cost",
     "hedge_slippage",
