@@ -3,8 +3,8 @@
 `python scripts/readme.py` prints every block; `--write` puts each in README.md between its
 `<!-- readme:NAME -->` and `<!-- /readme:NAME -->` markers and redraws docs/attacks.png and
 docs/lp-run.png; `--check` exits 1 with a diff when README.md differs. Runs are ordinary run
-folders under `--reports` (default reports/, git-ignored), so a second call reuses them by run_id.
-The strategy table is read from the baselines, which `dhlp regress` holds to the engine.
+folders in `<--reports>/runs` (default reports/runs, git-ignored), so a second call reuses them by
+run_id. The strategy table is read from the baselines, which `dhlp regress` holds to the engine.
 """
 
 from __future__ import annotations
