@@ -366,7 +366,7 @@ def diff_table(result: RegressResult, show_all: bool = False) -> Table:
 
 
 def _money(value: float) -> str:
-    if value == 0:
+    if round(value / 1e3) == 0:  # nothing to show at this scale: no "-0 k"
         return "0"
     if abs(value) >= 1e6:
         return f"{value / 1e6:+.2f} M"

@@ -34,6 +34,9 @@ STRATEGIES = ROOT / "strategies"
 Spec = tuple[str, dict[str, Any]]
 
 # (label, strategy, overrides): the attacks table's rows and the chart's bars, top to bottom.
+LENDING = "lent-collateral-squeeze"
+NO_WRITE_OFF = {"lending.bad_debt_share": 0.0}
+NO_SQUEEZE = {"lending.squeeze_days": 0.0}
 ATTACKS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("`default`", "default", {}),
     (
@@ -71,6 +74,8 @@ ATTACKS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "lent-collateral-squeeze",
         {},
     ),
+    ("↳ `lending.bad_debt_share=0` (no write-off)", "lent-collateral-squeeze", NO_WRITE_OFF),
+    ("↳ `lending.squeeze_days=0` (no squeeze)", "lent-collateral-squeeze", NO_SQUEEZE),
     ("↳ `lending.share=0`", "lent-collateral-squeeze", {"lending.share": 0.0}),
 )
 
@@ -349,13 +354,18 @@ def vega(runs: Runs) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     windows = "; ".join(f"{k} {a} → {b}" for k, (a, b) in CRASHES.items())
     hedged, unhedged = runs.summary("vega-hedged"), runs.summary("default")
+    net = hedged["pnl_vega_hedge"] - hedged["pnl_vega_hedge_delta"]
     limit = runs.summary("vega-limit-btc-2022")
     lines += [
         "",
         f"Crash windows (UTC, end excluded): {windows}; — where the run does not cover one. The "
         f"listed options the ETH hedge buys lose {usd(-hedged['pnl_vega_hedge'])} in greeks over "
-        f"the year (`pnl_vega_hedge`), against the unhedged book's theta of "
-        f"{usd(unhedged['pnl_theta'])}; on BTC the vega limit turns away "
+        f"the year (`pnl_vega_hedge`), but {usd(-hedged['pnl_vega_hedge_delta'])} of that is "
+        "their delta PnL, which the delta hedge offsets (`pnl_vega_hedge_delta`): net of it they "
+        f"cost {usd(-net)}, {usd(-hedged['pnl_vega_hedge_carry'])} of it the variance premium "
+        f"they hand back (gamma and theta) and {usd(-hedged['pnl_vega_hedge_vol'])} their vol "
+        f"PnL, against the unhedged book's theta of {usd(unhedged['pnl_theta'])}; on BTC the "
+        "vega limit turns away "
         f"{pct(limit['n_rejected_vega_limit'] / limit['n_flow'], 0)} of the rows and cuts "
         f"{pct(limit['n_partial_vega_limit'] / limit['n_flow'], 0)}.",
     ]
@@ -380,7 +390,9 @@ def attack_cells(run: runner.Run) -> str:
         parts.append(f"private-submission fees {usd(s['hedge_mev'])}")
     if s["n_stale_trades"]:
         take = s["oracle_arb_pnl"]
-        parts.append(f"stale-quote traders {usd(take)} net of fees ({pct(take / s['pnl_fees'])})")
+        parts.append(
+            f"stale-quote traders {usd(take)} net of fees and impact ({pct(take / s['pnl_fees'])})"
+        )
     gap = oracle_mispricing(run)
     if gap:
         parts.append(f"mispricing on all fills {usd(gap)}")
@@ -390,6 +402,8 @@ def attack_cells(run: runner.Run) -> str:
             f"lending yield {usd(s['lending_yield'])}; {locked} rows refused or cut "
             f"`collateral_locked`; recall blocked {s['n_recall_blocked']} ticks"
         )
+    if s["pnl_credit"]:
+        parts.append(f"written off {usd(-s['pnl_credit'])}")
     return "; ".join(parts) or "—"
 
 
@@ -441,7 +455,9 @@ def attack_figures(runs: Runs) -> str:
         f"{capped['n_sandwiched']:,} hedges sandwiched, saves "
         f"{usd(sandwiched['hedge_slippage'] - capped['hedge_slippage'])} of slippage for "
         f"{usd(sandwiched['pnl_delta'] - capped['pnl_delta'])} of delta PnL on the delta it leaves "
-        f"open, and the APY is {pct(capped['apy'])}; a random delay of up to three hours saves "
+        f"open ({capped['unfilled_delta_days'] / days(capped):.1f} ETH on average, "
+        "`unfilled_delta_days` over the run's days), and the APY is "
+        f"{pct(capped['apy'])}; a random delay of up to three hours saves "
         f"{pct(1 - delayed['hedge_mev'] / sandwiched['hedge_mev'], 0)} of the MEV. A **thin venue "
         f"that remembers** the pool's own trades costs "
         f"{usd(anchored['pnl_hedge_cost'] - venue['pnl_hedge_cost'])} more than one re-anchored "
@@ -452,10 +468,38 @@ def attack_figures(runs: Runs) -> str:
         f"{usd(venue_fee * no_arb['hedge_notional'])} of it the venue's "
         f"{1e4 * venue_fee:g} bp fee. "
         f"**Stale-quote traders** on an oracle an hour behind take "
-        f"{pct(stale['oracle_arb_pnl'] / stale['pnl_fees'], 0)} of the fee income net of their "
-        f"fees, and the oracle's mispricing on all fills is {usd(mispricing)}; the oracle alone, "
+        f"{pct(stale['oracle_arb_pnl'] / stale['pnl_fees'], 0)} of the fee income net of the "
+        "fees and impact they pay, and the oracle's mispricing on all fills is "
+        f"{usd(mispricing)}; the oracle alone, "
         f"with honest traders, costs {100 * (default['apy'] - honest['apy']):.1f} points of APY "
-        "(hedging a stale delta more than mispricing: compare their delta PnL).\n"
+        "(hedging a stale delta more than mispricing: compare their delta PnL). "
+        + lending_figures(runs)
+    )
+
+
+def days(summary: dict[str, Any]) -> float:
+    return (summary["end"] - summary["start"]).total_seconds() / 86_400
+
+
+def lending_figures(runs: Runs) -> str:
+    """The squeeze's cost, and who pays the pool's yield."""
+    squeeze, no_loss = runs.summary(LENDING), runs.summary(LENDING, NO_WRITE_OFF)
+    calm, off = runs.summary(LENDING, NO_SQUEEZE), runs.summary(LENDING, {"lending.share": 0.0})
+    locked = squeeze["n_rejected_collateral_locked"] + squeeze["n_partial_collateral_locked"]
+    return (
+        f"**Lending** the free collateral to a 50 M money market earns "
+        f"{usd(calm['lending_yield'])} over May–December 2022 without a squeeze "
+        f"(+{100 * (calm['apy'] - off['apy']):.1f} points of APY), "
+        f"{pct(calm['lending_yield'] / calm['lending_borrow_interest'])} of what all that "
+        "market's borrowers paid: its own supply dilutes the utilisation it earns on. The "
+        "five-day squeeze in FTX week, when the market repays nothing, costs "
+        f"{100 * (calm['apy'] - squeeze['apy']):.1f} points: the pool refuses or cuts {locked} "
+        "rows it could not back, its one leaver waits, locked cash beyond cash in hand shows as "
+        f"a collateral gap on {squeeze['n_gap_ticks']} ticks, and when the squeeze ends "
+        f"{usd(-squeeze['pnl_credit'])} (5 % of what it had lent) is written off. Without that "
+        f"write-off the squeeze would look like a gain ({pct(no_loss['apy'])} against "
+        f"{pct(calm['apy'])} without it): the 100 %-utilisation rate is paid at face value on "
+        "cash nobody can recall, so the credit risk is the cost.\n"
     )
 
 

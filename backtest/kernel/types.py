@@ -222,7 +222,7 @@ LP_DTYPE = np.dtype(
         ("unwind_cost", np.float64),  # what closing positions for this exit cost the leaver
         ("fee", np.float64),  # withdrawal fee, kept by the LPs who stay
         ("yield_driven", np.int8),  # 1: a yield-chasing deposit or request, not an [lp] flow
-        ("waited", np.int8),  # 1: a payout that waited for cash lent out to be recalled
+        ("waited", np.int8),  # 1: a payout that waited (for lent cash, or for the venue)
     ]
 )
 
@@ -540,7 +540,7 @@ class PendingHedges(NamedTuple):
 class WithdrawalQueue(NamedTuple):
     due: np.ndarray  # ns
     shares: np.ndarray
-    waited: np.ndarray  # int8: 1 once the request waited for lent cash
+    waited: np.ndarray  # int8: 1 once the request waited (lent cash, or the venue)
 
 
 class PathState(NamedTuple):
