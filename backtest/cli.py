@@ -44,7 +44,7 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 # What a cold compile of the kernel (backtest.kernel.cached() is False) takes on 2 cores.
-COMPILING = "compiling the kernel once, about 45 s"
+COMPILING = "compiling the kernel once, about 75 s on 2 cores"
 SET_KEYS = "every key is in docs/strategy.toml and docs/design.md"
 
 
