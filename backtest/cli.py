@@ -579,6 +579,58 @@ def data_validate(
                 )
 
 
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+BLOCK_HOURS = 4  # the stats grid's columns: hours of the day, UTC, four at a time
+
+
+@data_app.command("stats")
+def data_stats(
+    path: Annotated[Path, typer.Argument(help="Market Parquet file or folder (ts, spot, iv)")],
+    start: Annotated[str | None, typer.Option(help="First tick (ISO date/time, UTC)")] = None,
+    end: Annotated[str | None, typer.Option(help="Ticks before this (ISO date/time, UTC)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
+) -> None:
+    """Realised variance by hour of the week: the weekend ratio (a weekend hour's variance over a
+    weekday hour's) a variance clock's weekend_weight can be set from. Weekend: Saturday 00:00 to
+    Monday 00:00 UTC; each return counts in the hour its interval starts."""
+    from backtest.config import parse_end, parse_time
+    from backtest.inputs.market import load_market
+    from backtest.inputs.stats import variance_by_hour
+
+    with user_errors():
+        try:
+            first = parse_time(start) if start else None
+            last = parse_end(end) if end else None
+        except ValueError as exc:
+            raise InputError(f"--start/--end: {exc}") from None
+        stats = variance_by_hour(load_market(path, first, last))
+    if as_json:
+        by_hour = stats.by_hour.select("hour_of_week", "returns", "vol").to_dicts()
+        summary = {
+            "returns": stats.n_returns,
+            "weekday_vol": math.sqrt(stats.weekday_variance),
+            "weekend_vol": math.sqrt(stats.weekend_variance),
+            "mean_iv": stats.mean_iv,
+            "weekend_ratio": stats.weekend_ratio,
+            "by_hour_of_week": by_hour,
+        }
+        print(json.dumps(summary, indent=2))
+        return
+    out.print(
+        f"{path}: {stats.n_returns:,} returns; realised vol weekdays "
+        f"{pct(math.sqrt(stats.weekday_variance), 1)}, weekends "
+        f"{pct(math.sqrt(stats.weekend_variance), 1)} (mean implied {pct(stats.mean_iv, 1)}); "
+        f"weekend ratio {stats.weekend_ratio:.2f} (a weekend hour's variance / a weekday hour's)"
+    )
+    table = Table(title="realised vol, annualised, by day and hour (UTC)")
+    table.add_column("day")
+    for h in range(0, 24, BLOCK_HOURS):
+        table.add_column(f"{h:02d}-{h + BLOCK_HOURS:02d}", justify="right")
+    for name, row in zip(DAYS, stats.vol_grid(BLOCK_HOURS), strict=True):
+        table.add_row(name, *[pct(v, 0) if v == v else "" for v in row])
+    out.print(table)
+
+
 @data_app.command("import")
 def data_import(
     source: Annotated[Path, typer.Argument(help="Exchange export (Parquet or CSV)")],
