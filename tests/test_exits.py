@@ -66,9 +66,12 @@ def test_the_last_lp_is_paid_only_what_the_unwind_realised_and_the_rest_later():
     # Every dollar the pool had at the request, less what the unwind cost, reached the leaver.
     unwind = -(steps["pnl_total"][EXIT] + steps["pnl_total"][EXIT + 1])
     assert -paid["amount"].sum() == pytest.approx(before["nav"] - unwind, rel=1e-12)
-    # A pool its last LP is leaving takes no new flow.
+    # A pool its last LP is leaving takes no new flow; an emptied one none either, and says so
+    # (it was labelled `leverage`: leverage is infinite at NAV 0).
     late = tables.trades.filter(pl.col("ts") == tables.trades["ts"].max())
     assert late["reject_reason"].to_list() == ["winding_down"]
+    emptied, _ = run(hourly_lp((EXIT, -1e12)), (EXIT + 5, 24 * 14, 2000, "C", +1, 1))
+    assert emptied.trades["reject_reason"].to_list()[-1] == "empty"
 
 
 def test_a_partial_exit_pays_what_fits_leaves_the_stayers_whole_and_hedged():

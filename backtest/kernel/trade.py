@@ -15,6 +15,7 @@ from backtest.kernel.lending import fill_cap
 from backtest.kernel.reference import acceptance, reference_price
 from backtest.kernel.types import (
     REJECT_COLLATERAL_LOCKED,
+    REJECT_EMPTY,
     REJECT_HALTED,
     REJECT_INSOLVENT,
     REJECT_LEVERAGE,
@@ -126,6 +127,8 @@ def trade(t, mk, ser, surf, imp, terms, flow, book, acct, row, records, pool, pr
             rec.reject_reason = REJECT_INSOLVENT
         elif acct.winding_down == 1:
             rec.reject_reason = REJECT_WINDING_DOWN
+        elif acct.shares <= 0.0:
+            rec.reject_reason = REJECT_EMPTY
         elif acct.halted == 1:
             rec.reject_reason = REJECT_HALTED
         elif collateral.over_leverage(acct, s_t, pool, hedge):

@@ -37,6 +37,7 @@ REJECT_REASONS = (
     "collateral_locked",
     "no_edge",  # a stale-quote trader's row when the oracle is not off the market by his edge
     "winding_down",  # the last LP is leaving and the venue has not yet taken the whole unwind
+    "empty",  # no LP capital: the last LP left and nobody has deposited since
 )
 (
     REJECT_NONE,
@@ -49,7 +50,8 @@ REJECT_REASONS = (
     REJECT_COLLATERAL_LOCKED,
     REJECT_NO_EDGE,
     REJECT_WINDING_DOWN,
-) = range(10)
+    REJECT_EMPTY,
+) = range(11)
 
 # Codes handed to kernel functions as arguments are np.int64, not int: numba compiles a
 # function once per distinct int literal it is called with (shrink twice, record_lp four
