@@ -83,9 +83,10 @@ def accrue(t, mk, acct, row, lending):
         return
     dt = (mk.ts[t] - mk.ts[t - 1]) / NS_PER_YEAR
     u = market_utilisation(t - 1, mk, acct.lent, lending)
-    rate = borrow_rate(u, lending)
-    earned = acct.lent * rate * u * (1.0 - lending.reserve_factor) * dt
-    row.lending_borrow_interest = rate * u * (lending.market_usd + acct.lent) * dt
+    earned = acct.lent * supply_rate(u, lending) * dt
+    row.lending_borrow_interest = (
+        borrow_rate(u, lending) * u * (lending.market_usd + acct.lent) * dt
+    )
     acct.lent += earned
     acct.cash += earned
     row.pnl_interest += earned
